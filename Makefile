@@ -1,0 +1,56 @@
+# scriptrun: `make run` (install + run the example locally) and `make test` (everything CI runs).
+# All set-up is cached outside the repo in $(CACHE): the Python venv, uv, and the Kubernetes binaries.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CACHE ?= $(HOME)/.cache/scriptrun
+PYTHON ?= python3
+TOOLS := $(CACHE)/tools
+UV := $(TOOLS)/bin/uv
+UV_VERSION := 0.13.9
+VENV := $(CACHE)/venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_CACHE_DIR := $(CACHE)/uv
+export UV_PYTHON_DOWNLOADS := never
+export SCRIPTRUN_CACHE := $(CACHE)
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help venv bins crds run test test-unit test-controlplane lint bench clean-cache
+help:
+	@echo "make run    - install and run examples/hello-scriptrun.yaml locally (no cluster)"
+	@echo "make test   - lint, type-check, unit and control-plane tests (builds what is missing)"
+	@echo "make crds   - regenerate crds/ from the models"
+	@echo "make bins   - build the Kubernetes binaries used by the tests (cached)"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+
+venv: $(UV)
+	$(UV) sync --frozen --python $(PYTHON) -q
+
+bins:
+	bash hack/k8s-binaries.sh >/dev/null
+
+crds: venv
+	$(BIN)/scriptrun crds --write crds
+
+run: venv
+	$(BIN)/scriptrun run examples/hello-scriptrun.yaml
+
+lint: venv
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-controlplane: venv bins
+	$(BIN)/python -m pytest tests/controlplane $(PYTEST_ARGS)
+
+test: venv bins lint
+	$(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
+
+clean-cache:
+	@echo "remove $(CACHE) by hand if you really mean it"

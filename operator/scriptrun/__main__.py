@@ -1,0 +1,3 @@
+from scriptrun.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure: build Kubernetes objects (plain dicts) from a frozen input snapshot."""

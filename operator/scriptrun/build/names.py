@@ -1,0 +1,37 @@
+"""Deterministic, length-safe names and label values."""
+
+from __future__ import annotations
+
+import hashlib
+
+from scriptrun import API_GROUP
+
+LABEL_SCRIPTRUN = f"{API_GROUP}/scriptrun"
+LABEL_ATTEMPT = f"{API_GROUP}/attempt"
+LABEL_WORKFLOW = f"{API_GROUP}/workflow"
+LABEL_TASK = f"{API_GROUP}/task"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "scriptrun"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def fit(name: str, limit: int) -> str:
+    """`name` if it fits, else a prefix plus a hash of the whole (still deterministic)."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9].rstrip('-.')}-{_short_hash(name)}"
+
+
+def label_value(value: str) -> str:
+    return fit(value, 63)
+
+
+def pod_name(run: str, attempt: int) -> str:
+    return fit(f"{run}-a{attempt}", 253)
+
+
+def script_configmap_name(run: str) -> str:
+    return fit(f"{run}-script", 253)

@@ -1,0 +1,164 @@
+"""ScriptRun -> Pod and ConfigMap, as plain dicts. Pure: everything comes in through PodInputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scriptrun import API_GROUP, API_VERSION, DEFAULT_IMAGE
+from scriptrun.build import names
+from scriptrun.engine.observe import MAIN_CONTAINER, MONITOR_CONTAINER
+from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
+
+SCRIPT_DIR = "/scriptrun/script"
+RUN_DIR = "/scriptrun/run"
+OUTPUTS_DIR = "/scriptrun/run/outputs"
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The owning ScriptRun."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "ScriptRun",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class PodInputs:
+    run: RunRef
+    spec: RunTemplate
+    attempt: int
+    default_image: str = DEFAULT_IMAGE
+    extra_labels: tuple[tuple[str, str], ...] = ()
+
+
+def script_path(spec: RunTemplate) -> str:
+    key = spec.script.config_map_ref.key if spec.script.config_map_ref else "main.py"
+    return f"{SCRIPT_DIR}/{key}"
+
+
+def base_labels(run: RunRef) -> dict[str, str]:
+    return {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_SCRIPTRUN: names.label_value(run.name)}
+
+
+def build_script_configmap(run: RunRef, spec: RunTemplate) -> dict[str, Any] | None:
+    """The owned ConfigMap that delivers an inline script; None when the script is not inline."""
+    if spec.script.source is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.script_configmap_name(run.name),
+            "namespace": run.namespace,
+            "labels": base_labels(run),
+            "ownerReferences": [run.owner_reference()],
+        },
+        "data": {"main.py": spec.script.source},
+    }
+
+
+def _main_container(spec: RunTemplate, image: str) -> dict[str, Any]:
+    command = list(spec.script.command) if spec.script.command else ["python", script_path(spec)]
+    env: list[dict[str, Any]] = [{"name": "SCRIPTRUN_OUTPUTS", "value": OUTPUTS_DIR}]
+    env += [e.dump() for e in spec.env or []]
+    container: dict[str, Any] = {
+        "name": MAIN_CONTAINER,
+        "image": image,
+        "command": command,
+        "args": list(spec.args or []),
+        "env": env,
+        "volumeMounts": [{"name": "scriptrun-run", "mountPath": RUN_DIR}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if not spec.script.command:
+        container["volumeMounts"].append({"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True})
+    if spec.env_from:
+        container["envFrom"] = list(spec.env_from)
+    if spec.resources:
+        container["resources"] = spec.resources.dump()
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    return container
+
+
+def _monitor_container(monitor: MonitorSpec, image: str, run: RunRef) -> dict[str, Any]:
+    """The usage monitor as a native sidecar (init container with restartPolicy Always)."""
+    return {
+        "name": MONITOR_CONTAINER,
+        "image": image,
+        "restartPolicy": "Always",
+        "command": ["scriptrun", "monitor"],
+        "args": [f"--interval={monitor.interval_seconds:g}", f"--port={monitor.port}", f"--run-dir={RUN_DIR}"],
+        "env": [
+            {"name": "SCRIPTRUN_NAMESPACE", "value": run.namespace},
+            {"name": "SCRIPTRUN_NAME", "value": run.name},
+        ],
+        "ports": [{"name": "metrics", "containerPort": monitor.port, "protocol": "TCP"}],
+        "volumeMounts": [{"name": "scriptrun-run", "mountPath": RUN_DIR}],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+    }
+
+
+def build_pod(inputs: PodInputs) -> dict[str, Any]:
+    """One attempt's Pod."""
+    spec, run = inputs.spec, inputs.run
+    image = spec.image or inputs.default_image
+    monitor = spec.monitor or MonitorSpec()
+    labels = dict((spec.pod_metadata.labels if spec.pod_metadata else None) or {})
+    labels.update(dict(inputs.extra_labels))
+    labels.update(base_labels(run))
+    labels[names.LABEL_ATTEMPT] = str(inputs.attempt)
+    annotations = dict((spec.pod_metadata.annotations if spec.pod_metadata else None) or {})
+
+    volumes: list[dict[str, Any]] = [{"name": "scriptrun-run", "emptyDir": {}}]
+    if spec.script.source is not None:
+        volumes.append({"name": "script", "configMap": {"name": names.script_configmap_name(run.name)}})
+    elif spec.script.config_map_ref is not None:
+        volumes.append({"name": "script", "configMap": {"name": spec.script.config_map_ref.name}})
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": bool(spec.automount_service_account_token),
+        "enableServiceLinks": False,
+        "containers": [_main_container(spec, image)],
+        "volumes": volumes,
+    }
+    if monitor.enabled:
+        pod_spec["shareProcessNamespace"] = True
+        pod_spec["initContainers"] = [_monitor_container(monitor, image, run)]
+    if spec.timeout_seconds:
+        pod_spec["activeDeadlineSeconds"] = spec.timeout_seconds
+    optional = {
+        "nodeSelector": spec.node_selector,
+        "tolerations": spec.tolerations,
+        "affinity": spec.affinity,
+        "serviceAccountName": spec.service_account_name,
+        "securityContext": spec.security_context,
+        "priorityClassName": spec.priority_class_name,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    metadata: dict[str, Any] = {
+        "name": names.pod_name(run.name, inputs.attempt),
+        "namespace": run.namespace,
+        "labels": labels,
+        "ownerReferences": [run.owner_reference()],
+    }
+    if annotations:
+        metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}

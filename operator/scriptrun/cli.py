@@ -1,0 +1,114 @@
+"""The `scriptrun` command: operator, crds, run (local backend)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scriptrun import __version__
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from scriptrun.model.crd import all_crds, render
+
+    crds = all_crds()
+    if args.write:
+        out = Path(args.write)
+        out.mkdir(parents=True, exist_ok=True)
+        for filename, crd in crds.items():
+            (out / filename).write_text(render(crd))
+            print(f"wrote {out / filename}", file=sys.stderr)
+    else:
+        sys.stdout.write("---\n".join(render(c) for c in crds.values()))
+    return 0
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import kopf
+
+    import scriptrun.handlers  # noqa: F401 - registers the handlers
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    namespaces = args.namespace or []
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from scriptrun.local.output import Progress
+    from scriptrun.local.runner import run_local
+    from scriptrun.model.manifest import ManifestError, load_documents, parse_object
+    from scriptrun.model.scriptrun import ScriptRun
+
+    path = Path(args.file)
+    try:
+        docs = load_documents(path)
+        configmaps = {d.get("metadata", {}).get("name", ""): d for d in docs if d.get("kind") == "ConfigMap"}
+        objects = [parse_object(d, str(path)) for d in docs if d.get("kind") != "ConfigMap"]
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(objects) != 1 or not isinstance(objects[0], ScriptRun):
+        print(f"error: {path}: expected exactly one ScriptRun", file=sys.stderr)
+        return 2
+    run = objects[0]
+    progress = Progress(run.metadata.name or path.stem, stream=sys.stderr)
+    final = run_local(run, configmaps=configmaps, report=progress.event)
+    result: dict[str, Any] = final.dump()
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(result, sort_keys=False))
+    else:
+        progress.summary(final)
+    return 0 if final.status.phase.value == "Succeeded" else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scriptrun", description="Run Python scripts and workflows as pods.")
+    p.add_argument("--version", action="version", version=f"scriptrun {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="run the operator against the current cluster")
+    op.add_argument("-n", "--namespace", action="append", help="watch this namespace (repeatable); default all")
+    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("-v", "--verbose", action="store_true")
+    op.set_defaults(func=_cmd_operator)
+
+    crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (or write them to a directory)")
+    crds.add_argument("--write", metavar="DIR", help="write one file per CRD into DIR")
+    crds.set_defaults(func=_cmd_crds)
+
+    run = sub.add_parser("run", help="run a ScriptRun manifest on this machine (no cluster)")
+    run.add_argument("file")
+    run.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    run.set_defaults(func=_cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Pure: cost allocation formula and provider price adapters (the cost issue fills this in)."""

@@ -1,0 +1,101 @@
+"""What a backend saw of one attempt, and how a Pod (as a plain dict) maps onto it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from scriptrun.engine import clock
+
+AttemptState = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+MAIN_CONTAINER = "main"
+MONITOR_CONTAINER = "monitor"
+
+# Reasons that mean the platform lost the attempt (an "error" in Argo's retryPolicy terms);
+# anything else that fails is the script's own failure.
+ERROR_REASONS = frozenset(
+    {"Evicted", "PodDeleted", "Preempted", "NodeLost", "Shutdown", "StartError", "UnexpectedAdmissionError"}
+)
+
+
+@dataclass(frozen=True)
+class AttemptObservation:
+    attempt: int
+    name: str
+    state: AttemptState
+    start_time: datetime | None = None
+    finish_time: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    usage: dict[str, Any] | None = None
+    deleting: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _terminated(statuses: list[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
+    for status in statuses or []:
+        if status.get("name") == name:
+            state = status.get("state") or {}
+            term = state.get("terminated")
+            if term is None:
+                term = (status.get("lastState") or {}).get("terminated")
+            return term if isinstance(term, dict) else None
+    return None
+
+
+def parse_usage(message: str | None, *, monitor_enabled: bool) -> dict[str, Any] | None:
+    """The monitor's JSON summary, or a record of why usage is unavailable."""
+    if not monitor_enabled:
+        return None
+    if not message:
+        return {"available": False, "reason": "MonitorNoSummary", "message": "the monitor left no summary"}
+    try:
+        data = json.loads(message)
+    except ValueError as err:
+        return {"available": False, "reason": "MonitorSummaryInvalid", "message": f"invalid JSON: {err}"}
+    if not isinstance(data, dict):
+        return {"available": False, "reason": "MonitorSummaryInvalid", "message": "summary is not an object"}
+    data.setdefault("available", True)
+    return data
+
+
+def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> AttemptObservation:
+    """Map a Pod (as returned by the API) onto an attempt observation."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    phase = status.get("phase") or "Pending"
+    name = meta.get("name", "")
+    deleting = bool(meta.get("deletionTimestamp"))
+    start = clock.parse(status.get("startTime"))
+    main = _terminated(status.get("containerStatuses"), MAIN_CONTAINER)
+    if phase not in ("Succeeded", "Failed"):
+        state: AttemptState = "Running" if phase == "Running" else "Pending"
+        return AttemptObservation(attempt, name, state, start_time=start, deleting=deleting)
+
+    monitor = _terminated(status.get("initContainerStatuses"), MONITOR_CONTAINER)
+    usage = parse_usage((monitor or {}).get("message"), monitor_enabled=monitor_enabled)
+    exit_code = main.get("exitCode") if main else None
+    finish = clock.parse(main.get("finishedAt")) if main else None
+    pod_reason = status.get("reason")
+    if phase == "Succeeded":
+        return AttemptObservation(
+            attempt,
+            name,
+            "Succeeded",
+            start,
+            finish,
+            exit_code if exit_code is not None else 0,
+            "Completed",
+            None,
+            usage,
+            deleting,
+        )
+    reason = pod_reason or (main or {}).get("reason") or "Error"
+    message = status.get("message") or (main or {}).get("message")
+    if message:
+        message = message.strip()[-1024:]
+    return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage, deleting)

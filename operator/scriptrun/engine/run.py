@@ -1,0 +1,320 @@
+"""One ScriptRun's state machine: from recorded status + observed attempts to the next status.
+
+Level-triggered: `decide` is a pure function of (spec, last status, what the backend observes now,
+the clock). Both backends (Kubernetes pods and local processes) call it and carry out its actions.
+Recorded terminal attempts are final: a later observation never rewrites them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from scriptrun.engine import clock
+from scriptrun.engine.backoff import backoff_seconds
+from scriptrun.engine.observe import ERROR_REASONS, AttemptObservation
+from scriptrun.model.common import Condition
+from scriptrun.model.scriptrun import Attempt, RetryStrategy, RunPhase, RunTemplate, ScriptRunStatus
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class StartAttempt:
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StopAttempt:
+    attempt: int
+    name: str
+    reason: str
+
+
+Action = StartAttempt | StopAttempt
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """The operator found the spec unusable (e.g. a missing ConfigMap): fail with this reason."""
+
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    status: ScriptRunStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[RunEvent] = field(default_factory=list)
+    wake_at: datetime | None = None
+
+
+def _attempt_from(obs: AttemptObservation, previous: Attempt | None) -> Attempt:
+    return Attempt(
+        attempt=obs.attempt,
+        pod_name=obs.name,
+        phase=RunPhase(obs.state),
+        start_time=clock.fmt(obs.start_time) if obs.start_time else (previous.start_time if previous else None),
+        finish_time=clock.fmt(obs.finish_time) if obs.finish_time else None,
+        exit_code=obs.exit_code,
+        reason=obs.reason,
+        message=obs.message,
+    )
+
+
+def _failure_kind(attempt: Attempt) -> Literal["failure", "error"]:
+    return "error" if (attempt.reason or "") in ERROR_REASONS else "failure"
+
+
+def _exit_code_action(strategy: RetryStrategy, exit_code: int | None) -> str:
+    if exit_code is None:
+        return "Count"
+    for rule in strategy.on_exit_codes or []:
+        listed = exit_code in rule.values
+        if listed == (rule.operator == "In"):
+            return rule.action
+    return "Count"
+
+
+def _policy_allows(strategy: RetryStrategy, kind: str) -> bool:
+    if strategy.retry_policy == "Always":
+        return True
+    return (strategy.retry_policy == "OnFailure") == (kind == "failure")
+
+
+def _set_condition(
+    conditions: list[Condition], ctype: str, status: bool, reason: str, message: str, now: datetime, gen: int
+) -> None:
+    value: Literal["True", "False"] = "True" if status else "False"
+    for i, cond in enumerate(conditions):
+        if cond.type == ctype:
+            changed = cond.status != value
+            conditions[i] = Condition(
+                type=ctype,
+                status=value,
+                reason=reason,
+                message=message,
+                last_transition_time=clock.fmt(now) if changed else cond.last_transition_time,
+                observed_generation=gen,
+            )
+            return
+    conditions.append(
+        Condition(
+            type=ctype,
+            status=value,
+            reason=reason,
+            message=message,
+            last_transition_time=clock.fmt(now),
+            observed_generation=gen,
+        )
+    )
+
+
+def _merge_attempts(
+    recorded: list[Attempt],
+    observed: dict[int, AttemptObservation],
+    expected: set[int],
+    now: datetime,
+) -> tuple[list[Attempt], dict[int, dict[str, object] | None]]:
+    """Recorded attempts updated from observations; vanished live attempts become PodDeleted."""
+    by_number = {a.attempt: a for a in recorded}
+    usage: dict[int, dict[str, object] | None] = {}
+    for number in sorted(set(by_number) | set(observed)):
+        prev = by_number.get(number)
+        obs = observed.get(number)
+        if prev is not None and prev.phase.terminal:
+            if obs is not None and obs.usage is not None and obs.state in ("Succeeded", "Failed"):
+                usage[number] = obs.usage
+            continue
+        if obs is not None:
+            by_number[number] = _attempt_from(obs, prev)
+            if obs.state in ("Succeeded", "Failed"):
+                usage[number] = obs.usage
+        elif prev is not None and number not in expected:
+            by_number[number] = prev.model_copy(
+                update={
+                    "phase": RunPhase.FAILED,
+                    "finish_time": clock.fmt(now),
+                    "reason": "PodDeleted",
+                    "message": f"{prev.pod_name} disappeared before it finished",
+                }
+            )
+    return [by_number[n] for n in sorted(by_number)], usage
+
+
+def decide(
+    spec: RunTemplate,
+    status: ScriptRunStatus,
+    observed: dict[int, AttemptObservation],
+    now: datetime,
+    *,
+    generation: int = 0,
+    created: datetime | None = None,
+    expected: set[int] | None = None,
+    blocked: Blocked | None = None,
+    deadline_grace_seconds: float = 5.0,
+    attempt_name: Callable[[int], str] = lambda n: f"attempt-{n}",
+) -> Decision:
+    """Compute the next status and the actions that move the run forward."""
+    strategy = spec.retry_strategy or RetryStrategy()
+    old_phase = status.phase
+    new = status.model_copy(deep=True)
+    new.observed_generation = generation
+    decision = Decision(status=new)
+    events = decision.events
+
+    if old_phase.terminal:
+        # Finished runs only pick up late usage (the monitor summary can trail the phase).
+        attempts, usage = _merge_attempts(status.attempts, observed, expected or set(), now)
+        if attempts and usage.get(attempts[-1].attempt) is not None and new.usage is None:
+            new.usage = dict(usage[attempts[-1].attempt] or {})
+        return decision
+
+    attempts, usage = _merge_attempts(status.attempts, observed, expected or set(), now)
+    previous = {a.attempt: a for a in status.attempts}
+    for att in attempts:
+        before = previous.get(att.attempt)
+        if att.phase == RunPhase.RUNNING and (before is None or before.phase != RunPhase.RUNNING):
+            events.append(RunEvent("Normal", "AttemptRunning", f"attempt {att.attempt} ({att.pod_name}) is running"))
+        if att.phase.terminal and (before is None or not before.phase.terminal):
+            if att.phase == RunPhase.SUCCEEDED:
+                events.append(RunEvent("Normal", "AttemptSucceeded", f"attempt {att.attempt} succeeded"))
+            else:
+                events.append(
+                    RunEvent(
+                        "Warning",
+                        "AttemptFailed",
+                        f"attempt {att.attempt} failed: {att.reason}, exit code {att.exit_code}",
+                    )
+                )
+
+    # Per-attempt deadline, enforced here too: the kubelet enforces activeDeadlineSeconds, but a
+    # node that cannot (or a local process) must still be stopped.
+    last = attempts[-1] if attempts else None
+    if last is not None and not last.phase.terminal and spec.timeout_seconds and last.start_time:
+        started = clock.parse(last.start_time)
+        assert started is not None
+        deadline = started + timedelta(seconds=spec.timeout_seconds + deadline_grace_seconds)
+        if now >= deadline:
+            last = last.model_copy(
+                update={
+                    "phase": RunPhase.FAILED,
+                    "finish_time": clock.fmt(now),
+                    "reason": "DeadlineExceeded",
+                    "message": f"attempt ran longer than timeoutSeconds={spec.timeout_seconds}",
+                }
+            )
+            attempts[-1] = last
+            decision.actions.append(StopAttempt(last.attempt, last.pod_name, "DeadlineExceeded"))
+            events.append(RunEvent("Warning", "DeadlineExceeded", f"attempt {last.attempt} timed out"))
+        else:
+            decision.wake_at = deadline
+
+    # Ignore rules are sticky per attempt, decided when the attempt failed.
+    for i, att in enumerate(attempts):
+        if att.phase == RunPhase.FAILED and _exit_code_action(strategy, att.exit_code) == "Ignore":
+            attempts[i] = att.model_copy(update={"counted": False})
+    new.attempts = attempts
+    new.attempt_count = len(attempts)
+    first_start = next((a.start_time for a in attempts if a.start_time), None)
+    new.start_time = new.start_time or first_start
+    gen = generation
+    phase: RunPhase
+    message = new.message
+    new.next_attempt_time = None
+    fail_reason: str | None = None
+
+    if blocked is not None and (last is None or last.phase.terminal):
+        phase, fail_reason, message = RunPhase.FAILED, blocked.reason, blocked.message
+    elif last is None:
+        phase, message = RunPhase.PENDING, "starting attempt 1"
+        decision.actions.append(StartAttempt(1))
+        events.append(RunEvent("Normal", "AttemptCreated", "starting attempt 1"))
+    elif not last.phase.terminal:
+        phase = RunPhase.RUNNING if (last.phase == RunPhase.RUNNING or len(attempts) > 1) else RunPhase.PENDING
+        message = f"attempt {last.attempt} {last.phase.value.lower()}"
+    elif last.phase == RunPhase.SUCCEEDED:
+        phase, message = RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}"
+    else:
+        kind = _failure_kind(last)
+        action = _exit_code_action(strategy, last.exit_code)
+        counted_retries = sum(1 for a in attempts[:-1] if a.counted)
+        retries_left = strategy.limit - counted_retries - (1 if last.counted else 0)
+        run_started = clock.parse(new.start_time) or created or now
+        finished = clock.parse(last.finish_time) or now
+        wait = backoff_seconds(strategy.backoff, max(1, counted_retries + (1 if last.counted else 0)))
+        retry_at = finished + timedelta(seconds=wait)
+        max_dur = strategy.backoff.max_duration_seconds
+        if action == "Fail":
+            phase, fail_reason = RunPhase.FAILED, "ExitCodeRule"
+            message = f"exit code {last.exit_code} matched an exit-code rule with action Fail"
+        elif not _policy_allows(strategy, kind):
+            phase, fail_reason = RunPhase.FAILED, last.reason or "Error"
+            message = f"attempt {last.attempt} failed ({last.reason}); retryPolicy {strategy.retry_policy} "
+            message += "does not retry it" if strategy.limit else "and no retries are configured"
+        elif action != "Ignore" and retries_left < 0:
+            phase = RunPhase.FAILED
+            fail_reason = "BackoffLimitExceeded" if strategy.limit else (last.reason or "Error")
+            message = (
+                f"failed after {len(attempts)} attempts; last: {last.reason}, exit code {last.exit_code}"
+                if strategy.limit
+                else f"attempt 1 failed: {last.reason}, exit code {last.exit_code}"
+            )
+        elif max_dur is not None and (retry_at - run_started).total_seconds() > max_dur:
+            phase, fail_reason = RunPhase.FAILED, "MaxDurationExceeded"
+            message = f"no retry: backoff.maxDurationSeconds={max_dur:g} would be exceeded"
+        else:
+            phase = RunPhase.RUNNING
+            nxt = last.attempt + 1
+            if now >= retry_at:
+                decision.actions.append(StartAttempt(nxt))
+                message = f"starting attempt {nxt}"
+                events.append(RunEvent("Normal", "AttemptCreated", f"starting attempt {nxt} after {last.reason}"))
+            else:
+                new.next_attempt_time = clock.fmt(retry_at)
+                decision.wake_at = retry_at
+                message = f"attempt {last.attempt} failed ({last.reason}); retrying at {clock.fmt(retry_at)}"
+                if not (status.next_attempt_time and old_phase == phase):
+                    events.append(RunEvent("Normal", "Backoff", f"retrying in {wait:g}s"))
+
+    new.phase = phase
+    new.message = message
+    for act in decision.actions:
+        if isinstance(act, StartAttempt):
+            new.attempts.append(Attempt(attempt=act.attempt, pod_name=attempt_name(act.attempt)))
+    new.attempt_count = len(new.attempts)
+    retrying = new.next_attempt_time is not None
+    _set_condition(
+        new.conditions,
+        "Retrying",
+        retrying,
+        "Backoff" if retrying else "NotRetrying",
+        (message or "") if retrying else "",
+        now,
+        gen,
+    )
+    if new.start_time:
+        _set_condition(new.conditions, "Started", True, "AttemptStarted", "the first attempt started", now, gen)
+    if phase.terminal:
+        new.completion_time = new.completion_time or clock.fmt(now)
+        begin = clock.parse(new.start_time) or created or now
+        end = clock.parse(new.completion_time) or now
+        new.duration = clock.human_duration((end - begin).total_seconds())
+        ok = phase == RunPhase.SUCCEEDED
+        reason = "Succeeded" if ok else (fail_reason or "Failed")
+        _set_condition(new.conditions, "Complete", ok, reason, message or "", now, gen)
+        _set_condition(new.conditions, "Failed", not ok, reason, message or "", now, gen)
+        if attempts and usage.get(attempts[-1].attempt) is not None:
+            new.usage = dict(usage[attempts[-1].attempt] or {})
+        events.append(RunEvent("Normal" if ok else "Warning", reason, message or ""))
+    return decision

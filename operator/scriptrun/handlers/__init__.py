@@ -1,0 +1,5 @@
+"""Impure: Kopf registrations. Importing this package registers every handler."""
+
+from scriptrun.handlers import scriptruns, setup
+
+__all__ = ["scriptruns", "setup"]

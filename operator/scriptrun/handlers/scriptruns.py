@@ -1,0 +1,208 @@
+"""ScriptRun controller: thin Kopf registrations plus the reconcile that ties engine, build and k8s."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from scriptrun import API_GROUP, API_VERSION
+from scriptrun.build import names
+from scriptrun.build.patch import merge_patch
+from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
+from scriptrun.engine import clock
+from scriptrun.engine.observe import observe_pod
+from scriptrun.engine.run import Blocked, Decision, StartAttempt, StopAttempt, decide
+from scriptrun.handlers.state import STATE, Key, RunState
+from scriptrun.k8s.api import ApiError
+from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
+
+log = logging.getLogger(__name__)
+PLURAL = "scriptruns"
+
+
+def _owner_run(body: kopf.Body | dict[str, Any]) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "ScriptRun" and ref.get("controller"):
+            return str(ref.get("name"))
+    return None
+
+
+@kopf.index("pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+def pods_by_run(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]] | None:
+    """Pods of each ScriptRun, as small snapshots (name, labels, deletion, status)."""
+    owner = _owner_run(body)
+    if owner is None or namespace is None:
+        return None
+    meta = body.get("metadata", {})
+    return {
+        (namespace, owner): {
+            "metadata": {
+                "name": meta.get("name"),
+                "labels": dict(meta.get("labels") or {}),
+                "deletionTimestamp": meta.get("deletionTimestamp"),
+            },
+            "status": dict(body.get("status") or {}),
+        }
+    }
+
+
+@kopf.on.event("pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
+def pod_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+    state = STATE.runs
+    owner = _owner_run(body)
+    if state is None or owner is None or namespace is None:
+        return
+    state.pods_index = kwargs["pods_by_run"]
+    state.loop.kick((namespace, owner))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def scriptrun_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+    state = STATE.runs
+    if state is None or namespace is None:
+        return
+    state.pods_index = kwargs["pods_by_run"]
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        state.bodies.pop(key, None)
+        state.expected.pop(key, None)
+        state.loop.forget(key)
+        return
+    incoming = dict(body)
+    if not _older(incoming, state.bodies.get(key)):
+        state.bodies[key] = incoming
+    state.loop.kick(key)
+
+
+def _older(incoming: dict[str, Any], known: dict[str, Any] | None) -> bool:
+    """True when `known` (e.g. our own patch response) is newer than a late watch event."""
+    if known is None:
+        return False
+    try:
+        return int(incoming["metadata"]["resourceVersion"]) < int(known["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _spec(body: dict[str, Any]) -> tuple[RunTemplate, Blocked | None]:
+    try:
+        return ScriptRunSpec.model_validate(body.get("spec") or {}), None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return RunTemplate.model_construct(script=ScriptSource()), Blocked(
+            "InvalidSpec", f"spec.{where}: {first['msg']}"
+        )
+
+
+def _status(body: dict[str, Any]) -> ScriptRunStatus:
+    try:
+        return ScriptRunStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        log.warning("ignoring unreadable status of %s", body.get("metadata", {}).get("name"))
+        return ScriptRunStatus()
+
+
+async def _check_inputs(state: RunState, namespace: str, spec: RunTemplate) -> Blocked | None:
+    """What only the operator can see: a ConfigMap that is not there, or lacks the key."""
+    ref = spec.script.config_map_ref if getattr(spec, "script", None) else None
+    if ref is None:
+        return None
+    cm = await state.kube.get_configmap(namespace, ref.name)
+    if cm is None:
+        return Blocked("ConfigMapNotFound", f"ConfigMap {ref.name!r} (spec.script.configMapRef) not found")
+    if ref.key not in (cm.get("data") or {}):
+        return Blocked("ConfigMapKeyNotFound", f"ConfigMap {ref.name!r} has no key {ref.key!r}")
+    return None
+
+
+async def _start(state: RunState, body: dict[str, Any], spec: RunTemplate, attempt: int) -> None:
+    meta = body["metadata"]
+    run = RunRef(meta["name"], meta["namespace"], meta["uid"])
+    configmap = build_script_configmap(run, spec)
+    if configmap is not None:
+        await state.kube.create_configmap(configmap)
+    pod = build_pod(PodInputs(run=run, spec=spec, attempt=attempt, default_image=state.config.default_image))
+    _, created = await state.kube.create_pod(pod)
+    state.expected.setdefault((run.namespace, run.name), set()).add(attempt)
+    log.info("%s pod %s for %s/%s", "created" if created else "found", pod["metadata"]["name"], run.namespace, run.name)
+
+
+async def reconcile(key: Hashable) -> datetime | None:
+    """Drive one ScriptRun a step; returns when to look again (None: only on events)."""
+    state = STATE.runs
+    assert state is not None and isinstance(key, tuple)
+    body = state.bodies.get(key)
+    if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    namespace, name = key
+    meta = body["metadata"]
+    now = clock.utcnow()
+    spec, blocked = _spec(body)
+    status = _status(body)
+    monitor = getattr(spec, "monitor", None) or MonitorSpec()
+    observed = {}
+    for pod in state.pods_of(key):
+        try:
+            number = int(pod["metadata"]["labels"].get(names.LABEL_ATTEMPT, ""))
+        except ValueError:
+            continue
+        observed[number] = observe_pod(pod, number, monitor_enabled=monitor.enabled)
+    expected = state.expected.setdefault(key, set())
+    expected -= set(observed)
+    if blocked is None and not status.attempts and not observed and not status.phase.terminal:
+        blocked = await _check_inputs(state, namespace, spec)
+
+    def decide_now(blocked: Blocked | None) -> Decision:
+        return decide(
+            spec,
+            status,
+            observed,
+            now,
+            generation=int(meta.get("generation") or 0),
+            created=clock.parse(meta.get("creationTimestamp")),
+            expected=expected,
+            blocked=blocked,
+            deadline_grace_seconds=state.config.deadline_grace_seconds,
+            attempt_name=lambda n: names.pod_name(name, n),
+        )
+
+    decision = decide_now(blocked)
+    for action in decision.actions:
+        if isinstance(action, StartAttempt):
+            try:
+                await _start(state, body, spec, action.attempt)
+            except ApiError as err:
+                decision = decide_now(Blocked("PodRejected", f"the API server refused the pod: {err.message}"))
+                break
+        elif isinstance(action, StopAttempt):
+            await state.kube.delete_pod(namespace, action.name)
+
+    old = status.dump()
+    new = decision.status.dump()
+    patch = merge_patch(old, new)
+    if patch:
+        updated = await state.kube.patch_status(PLURAL, namespace, name, patch)
+        if key in state.bodies:
+            state.bodies[key] = updated
+    for event in decision.events:
+        await state.kube.post_event(body, event.type, event.reason, event.message, now)
+
+    final = decision.status
+    if final.phase.terminal:
+        ttl = getattr(spec, "ttl_seconds_after_finished", None)
+        done = clock.parse(final.completion_time)
+        if ttl is None or done is None:
+            return None
+        due = done + timedelta(seconds=ttl)
+        if now >= due:
+            log.info("TTL: deleting finished ScriptRun %s/%s", namespace, name)
+            await state.kube.delete_custom(PLURAL, namespace, name)
+            return None
+        return due
+    return decision.wake_at or now + timedelta(seconds=state.config.resync_seconds)

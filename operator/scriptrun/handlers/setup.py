@@ -1,0 +1,47 @@
+"""Operator start-up and shutdown: settings, credentials, the shared API client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from scriptrun.build import names
+from scriptrun.handlers.loop import KeyedLoop
+from scriptrun.handlers.state import STATE, OperatorConfig, RunState
+from scriptrun.k8s.api import Kube, load_config
+
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.enabled = False  # we post our own Events; log lines stay logs
+    settings.watching.label_selectors["pods"] = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+    settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
+    settings.watching.inactivity_timeout = 70
+    await load_config()
+    from scriptrun.handlers import scriptruns
+
+    config = OperatorConfig.from_env()
+    STATE.runs = RunState(
+        kube=Kube(), config=config, loop=KeyedLoop(scriptruns.reconcile, resync_seconds=config.resync_seconds)
+    )
+    log.info("scriptrun operator started (default image %s)", config.default_image)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    try:
+        return kopf.login_with_service_account(**kwargs)
+    except Exception:
+        pass
+    return kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.cleanup()
+async def shutdown(**_: Any) -> None:
+    if STATE.runs is not None:
+        await STATE.runs.loop.close()
+        await STATE.runs.kube.close()

@@ -1,0 +1,52 @@
+"""The operator's in-memory state: latest bodies, pod index handle, expectations, the loops."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from scriptrun import DEFAULT_IMAGE
+from scriptrun.handlers.loop import KeyedLoop
+from scriptrun.k8s.api import Kube
+
+Key = tuple[str, str]
+
+
+@dataclass
+class OperatorConfig:
+    default_image: str = DEFAULT_IMAGE
+    deadline_grace_seconds: float = 5.0
+    resync_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        return cls(
+            default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE", DEFAULT_IMAGE),
+            deadline_grace_seconds=float(os.environ.get("SCRIPTRUN_DEADLINE_GRACE_SECONDS", "5")),
+            resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),
+        )
+
+
+@dataclass
+class RunState:
+    kube: Kube
+    config: OperatorConfig
+    loop: KeyedLoop
+    bodies: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    expected: dict[Key, set[int]] = field(default_factory=dict)
+    pods_index: Any = None
+
+    def pods_of(self, key: Key) -> list[dict[str, Any]]:
+        if self.pods_index is None or key not in self.pods_index:
+            return []
+        return list(self.pods_index[key])
+
+
+class Holder:
+    """Set at start-up; handlers read it."""
+
+    runs: RunState | None = None
+
+
+STATE = Holder()

@@ -1,0 +1,1 @@
+"""Impure: the only package that talks to the Kubernetes API (kubernetes_asyncio)."""

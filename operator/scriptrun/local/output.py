@@ -1,0 +1,48 @@
+"""Progress for `scriptrun run`: rich on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+from scriptrun.engine.run import RunEvent
+from scriptrun.model.scriptrun import ScriptRun
+
+STYLE = {"Normal": "cyan", "Warning": "yellow"}
+
+
+class Progress:
+    def __init__(self, name: str, *, stream: TextIO) -> None:
+        self.name = name
+        self.console = Console(file=stream, highlight=False)
+        self.began = time.monotonic()
+
+    def event(self, event: RunEvent) -> None:
+        elapsed = time.monotonic() - self.began
+        if self.console.is_terminal:
+            self.console.print(
+                f"[dim]{elapsed:6.1f}s[/] [bold]{self.name}[/] [{STYLE[event.type]}]{event.reason}[/]: {event.message}"
+            )
+        else:
+            self.console.print(f"{elapsed:6.1f}s {self.name} {event.reason}: {event.message}", markup=False)
+
+    def summary(self, run: ScriptRun) -> None:
+        status = run.status
+        table = Table(title=f"ScriptRun {self.name}: {status.phase.value}", title_justify="left")
+        for col in ("attempt", "phase", "exit code", "reason", "started", "finished"):
+            table.add_column(col)
+        for att in status.attempts:
+            table.add_row(
+                str(att.attempt),
+                att.phase.value,
+                "" if att.exit_code is None else str(att.exit_code),
+                att.reason or "",
+                att.start_time or "",
+                att.finish_time or "",
+            )
+        out = Console(highlight=False)
+        out.print(table)
+        out.print(f"phase: {status.phase.value}  duration: {status.duration}  message: {status.message}")

@@ -1,0 +1,89 @@
+"""Base model and the small Kubernetes-shaped types shared by both kinds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# JSON-schema hints the CRD generator turns into Kubernetes schema extensions.
+PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """One CEL `x-kubernetes-validations` rule."""
+    out: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are an error."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        """The wire form: camelCase, without unset/None fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+Object = Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata scriptrun reads; everything else is kept as is."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    name: str = ""
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    creation_timestamp: str | None = None
+    deletion_timestamp: str | None = None
+
+
+class ConditionStatus:
+    TRUE = "True"
+    FALSE = "False"
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(default="", description="CamelCase reason for the last transition.")
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class EnvVar(ApiModel):
+    name: str = Field(min_length=1)
+    value: str | None = None
+    value_from: Object | None = None
+
+
+class ConfigMapKeyRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="ConfigMap in the run's namespace.")
+    key: str = Field(default="main.py", min_length=1, description="Key holding the script.")
+
+
+class Resources(ApiModel):
+    """Container resources, as in a Pod."""
+
+    requests: dict[str, Quantity] | None = None
+    limits: dict[str, Quantity] | None = None
+
+
+class PodMetadata(ApiModel):
+    """Extra labels and annotations put on every pod of the run."""
+
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None

@@ -1,0 +1,50 @@
+"""Read manifests (YAML, possibly several documents) into models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from scriptrun.model.scriptrun import ScriptRun
+from scriptrun.model.workflow import Workflow
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except (OSError, yaml.YAMLError) as err:
+        raise ManifestError(f"{path}: {err}") from err
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{path}: every document must be a mapping")
+    return docs
+
+
+def _error_text(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors()[:10]:
+        where = ".".join(str(p) for p in e["loc"])
+        lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_object(doc: dict[str, Any], source: str = "manifest") -> ScriptRun | Workflow:
+    kind = doc.get("kind")
+    model: type[ScriptRun] | type[Workflow]
+    if kind == "ScriptRun":
+        model = ScriptRun
+    elif kind == "Workflow":
+        model = Workflow
+    else:
+        raise ManifestError(f"{source}: kind {kind!r} is not ScriptRun or Workflow")
+    try:
+        return model.model_validate(doc)
+    except ValidationError as err:
+        raise ManifestError(f"{source}: invalid {kind}:\n{_error_text(err)}") from err

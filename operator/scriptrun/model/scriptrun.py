@@ -1,0 +1,199 @@
+"""The ScriptRun kind: one Python script, run as one pod per attempt."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from scriptrun import API_GROUP, API_VERSION
+from scriptrun.model.common import (
+    ApiModel,
+    Condition,
+    ConfigMapKeyRef,
+    EnvVar,
+    Object,
+    ObjectMeta,
+    PodMetadata,
+    Resources,
+    cel,
+)
+
+
+class RunPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunPhase.SUCCEEDED, RunPhase.FAILED)
+
+
+class ScriptSource(ApiModel):
+    """Where the script comes from: exactly one of source, configMapRef or command."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.source), has(self.configMapRef), has(self.command)].filter(x, x).size() == 1",
+                    "exactly one of script.source, script.configMapRef or script.command must be set",
+                )
+            ]
+        }
+    }
+
+    source: str | None = Field(
+        default=None, max_length=262144, description="Inline Python source, delivered via an owned ConfigMap."
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key that holds the Python source."
+    )
+    command: list[str] | None = Field(
+        default=None, min_length=1, description="A command already in the image (no script file)."
+    )
+
+
+class Backoff(ApiModel):
+    """Wait between attempts. Argo's backoff, in seconds."""
+
+    strategy: Literal["exponential", "linear", "fibonacci", "fixed"] = Field(
+        default="exponential",
+        description="exponential: d*factor^(n-1); linear: d*n; fibonacci: d*fib(n); fixed: d.",
+    )
+    duration_seconds: float = Field(default=1.0, ge=0, le=86400, description="Base wait d.")
+    factor: float = Field(default=2.0, ge=1, le=100, description="Growth factor for exponential.")
+    cap_seconds: float | None = Field(default=None, ge=0, description="Longest single wait.")
+    max_duration_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="No new attempt starts later than this many seconds after the run started.",
+    )
+
+
+class ExitCodeRule(ApiModel):
+    """Decide on an attempt's exit code, in the spirit of a Job's podFailurePolicy.onExitCodes."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.operator != 'In' || !self.values.exists(v, v == 0)",
+                    "exit code 0 is success and cannot be listed with operator In",
+                    ".values",
+                )
+            ]
+        }
+    }
+
+    action: Literal["Fail", "Ignore", "Count"] = Field(
+        description="Fail: fail the run now, no retry. Ignore: retry without counting the attempt "
+        "against retryStrategy.limit. Count: the default, the attempt counts."
+    )
+    operator: Literal["In", "NotIn"] = "In"
+    values: list[int] = Field(min_length=1, max_length=255, description="Exit codes.")
+
+
+class RetryStrategy(ApiModel):
+    """How often and when to run another attempt (Argo's retryStrategy)."""
+
+    limit: int = Field(default=0, ge=0, le=1000, description="Retries after the first attempt.")
+    retry_policy: Literal["Always", "OnFailure", "OnError"] = Field(
+        default="OnFailure",
+        description="OnFailure: the script exited non-zero, was OOM-killed or timed out. OnError: the "
+        "pod was lost (evicted, deleted, could not start). Always: both.",
+    )
+    backoff: Backoff = Field(default_factory=Backoff)
+    on_exit_codes: list[ExitCodeRule] | None = Field(
+        default=None, max_length=20, description="Rules tried in order; the first match decides."
+    )
+
+
+class MonitorSpec(ApiModel):
+    """The usage monitor sidecar."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=1.0, ge=0.1, le=60, description="Sampling interval.")
+    port: int = Field(default=9090, ge=1, le=65535, description="Prometheus metrics port.")
+
+
+class RunTemplate(ApiModel):
+    """Everything needed to run one script; shared by ScriptRun and Workflow tasks."""
+
+    script: ScriptSource
+    image: str | None = Field(default=None, description="Container image; default the scriptrun runner.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    args: list[str] | None = Field(default=None, description="Arguments passed to the script.")
+    env: list[EnvVar] | None = None
+    env_from: list[Object] | None = None
+    resources: Resources | None = None
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, description="Deadline of each attempt (the pod's activeDeadlineSeconds)."
+    )
+    retry_strategy: RetryStrategy | None = None
+    monitor: MonitorSpec | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Object] | None = None
+    affinity: Object | None = None
+    service_account_name: str | None = None
+    automount_service_account_token: bool | None = Field(
+        default=None, description="Run pods get no API token unless this is true."
+    )
+    security_context: Object | None = Field(default=None, description="Pod securityContext.")
+    priority_class_name: str | None = None
+    pod_metadata: PodMetadata | None = None
+
+
+class ScriptRunSpec(RunTemplate):
+    ttl_seconds_after_finished: int | None = Field(
+        default=None, ge=0, description="Delete the ScriptRun (and its pods) this long after it finished."
+    )
+
+
+class Attempt(ApiModel):
+    """One pod of the run."""
+
+    attempt: int = Field(ge=1)
+    pod_name: str
+    phase: RunPhase = RunPhase.PENDING
+    start_time: str | None = None
+    finish_time: str | None = None
+    exit_code: int | None = None
+    reason: str | None = Field(
+        default=None, description="Completed, Error, OOMKilled, DeadlineExceeded, Evicted, PodDeleted..."
+    )
+    message: str | None = None
+    counted: bool = Field(default=True, description="False when an exit-code rule said Ignore.")
+
+
+class ScriptRunStatus(ApiModel):
+    model_config = ApiModel.model_config | {"extra": "allow"}
+
+    phase: RunPhase = RunPhase.PENDING
+    observed_generation: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    duration: str | None = Field(default=None, description="Wall time of the run, e.g. 1m3s.")
+    attempt_count: int = 0
+    attempts: list[Attempt] = Field(default_factory=list)
+    next_attempt_time: str | None = Field(default=None, description="When the next attempt starts (backoff).")
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    usage: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="What the script really used, from the monitor.",
+    )
+
+
+class ScriptRun(ApiModel):
+    model_config = ApiModel.model_config | {"extra": "ignore"}
+
+    api_version: str = f"{API_GROUP}/{API_VERSION}"
+    kind: str = "ScriptRun"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ScriptRunSpec
+    status: ScriptRunStatus = Field(default_factory=ScriptRunStatus)

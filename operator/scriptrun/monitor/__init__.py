@@ -1,0 +1,1 @@
+"""The usage monitor: the sidecar and the in-process sampler used by the local backend."""

@@ -1,0 +1,1 @@
+"""Impure: the metric catalogue and tracing set-up (one place declares every metric and span)."""

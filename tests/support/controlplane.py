@@ -1,0 +1,318 @@
+"""A real Kubernetes control plane for tests and benchmarks, on loopback with random ports:
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (simulated nodes).
+
+Binaries come from hack/k8s-binaries.sh (built from Go modules, cached outside the repo).
+Every process is started here and stopped here, by PID.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.certs import make_certs
+
+ROOT = Path(__file__).resolve().parents[2]
+KWOK_STAGES = Path(__file__).parent / "kwok"
+
+
+def binaries_dir() -> Path:
+    out = subprocess.run(
+        ["bash", str(ROOT / "hack" / "k8s-binaries.sh"), "--print-dir"], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip())
+
+
+def _versions(bin_dir: Path) -> dict[str, str]:
+    env = bin_dir / "versions.env"
+    if not env.exists():
+        raise FileNotFoundError(f"{env} missing: run `make bins` (hack/k8s-binaries.sh) first")
+    return dict(line.split("=", 1) for line in env.read_text().split() if "=" in line)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+@dataclass
+class ControlPlane:
+    workdir: Path
+    bin_dir: Path
+    versions: dict[str, str]
+    port: int = 0
+    kubeconfig: Path = Path()
+    procs: list[Proc] = field(default_factory=list)
+    extra_stages: list[Path] = field(default_factory=list)
+    nodes: int = 1
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, *, extra_stages: list[Path] | None = None, nodes: int = 1) -> ControlPlane:
+        bin_dir = binaries_dir()
+        workdir = Path(tempfile.mkdtemp(prefix="scriptrun-cp-"))
+        return cls(
+            workdir=workdir,
+            bin_dir=bin_dir,
+            versions=_versions(bin_dir),
+            extra_stages=list(extra_stages or []),
+            nodes=nodes,
+        )
+
+    def binary(self, name: str) -> str:
+        version = self.versions[
+            "ETCD_VERSION" if name == "etcd" else "KWOK_VERSION" if name == "kwok" else "K8S_VERSION"
+        ]
+        path = self.bin_dir / f"{name}-{version}"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run hack/k8s-binaries.sh")
+        return str(path)
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}.log"
+        handle = log.open("wb")
+        popen = subprocess.Popen(
+            args, stdout=handle, stderr=subprocess.STDOUT, env=env or dict(os.environ), cwd=self.workdir
+        )
+        handle.close()
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def start(self, timeout: float = 120) -> ControlPlane:
+        certs = make_certs(self.workdir)
+        etcd_port, peer_port = free_port(), free_port()
+        self._spawn(
+            "etcd",
+            [
+                self.binary("etcd"),
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+                "--log-level",
+                "warn",
+            ],
+        )
+        self.port = free_port()
+        self._spawn(
+            "kube-apiserver",
+            [
+                self.binary("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={certs['server.crt']}",
+                f"--tls-private-key-file={certs['server.key']}",
+                f"--client-ca-file={certs['ca.crt']}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer=https://127.0.0.1:{self.port}",
+                f"--service-account-key-file={certs['sa.pub']}",
+                f"--service-account-signing-key-file={certs['sa.key']}",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+            ],
+        )
+        self.kubeconfig = self._write_kubeconfig(certs)
+        self._wait_ready(timeout)
+        kc = str(self.kubeconfig)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                self.binary("kube-controller-manager"),
+                f"--kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                f"--root-ca-file={certs['ca.crt']}",
+                f"--service-account-private-key-file={certs['sa.key']}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route",
+                "--concurrent-gc-syncs=10",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                self.binary("kube-scheduler"),
+                f"--kubeconfig={kc}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+            ],
+        )
+        home = self.workdir / "kwok-home"
+        home.mkdir()
+        stages = sorted(KWOK_STAGES.glob("scriptrun-pod-*.yaml"))
+        stages = [s for s in stages if "autocomplete" not in s.name] + self.extra_stages
+        self._spawn(
+            "kwok",
+            [
+                self.binary("kwok"),
+                f"--kubeconfig={kc}",
+                "--manage-all-nodes=true",
+                *[f"--config={s}" for s in stages],
+            ],
+            env={**os.environ, "HOME": str(home)},
+        )
+        for i in range(self.nodes):
+            self.create_node(f"kwok-node-{i}")
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+
+    def logs(self, name: str, tail: int = 40) -> str:
+        for proc in self.procs:
+            if proc.name == name:
+                return "\n".join(proc.log.read_text(errors="replace").splitlines()[-tail:])
+        return ""
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _write_kubeconfig(self, certs: dict[str, Path]) -> Path:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "test",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{self.port}",
+                        "certificate-authority-data": b64(certs["ca.crt"]),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64(certs["admin.crt"]),
+                        "client-key-data": b64(certs["admin.key"]),
+                    },
+                }
+            ],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin", "namespace": "default"}}],
+        }
+        path = self.workdir / "kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        self._ssl = ssl.create_default_context(cafile=str(certs["ca.crt"]))
+        self._ssl.load_cert_chain(str(certs["admin.crt"]), str(certs["admin.key"]))
+        return path
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.port}{path}", data=data, method=method, headers={"Content-Type": content_type}
+        )
+        with urllib.request.urlopen(req, context=self._ssl, timeout=30) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw and raw[:1] in b"{[" else raw.decode()
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for proc in self.procs:
+                if proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.name} exited {proc.popen.returncode}:\n{self.logs(proc.name)}")
+            try:
+                if self.request("GET", "/readyz") == "ok":
+                    return
+            except Exception as err:
+                last = err
+            time.sleep(0.3)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}\n{self.logs('kube-apiserver')}")
+
+    def create_node(self, name: str) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "type": "kwok",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            },
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "5000"},
+                "capacity": {"cpu": "64", "memory": "512Gi", "pods": "5000"},
+                "nodeInfo": {"kubeletVersion": "fake", "architecture": "amd64", "operatingSystem": "linux"},
+            },
+        }
+        self.request("POST", "/api/v1/nodes", node)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def version(self) -> dict[str, Any]:
+        result = self.request("GET", "/version")
+        assert isinstance(result, dict)
+        return result
