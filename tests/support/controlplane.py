@@ -296,6 +296,9 @@ class ControlPlane:
             },
         }
         self.request("POST", "/api/v1/nodes", node)
+        # Admission adds the not-ready taint at creation; the node lifecycle controller (off here: no
+        # real kubelets to watch over) would lift it. kwok keeps the node Ready, so lift it now.
+        self.request("PATCH", f"/api/v1/nodes/{name}", {"spec": {"taints": None}}, "application/merge-patch+json")
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}

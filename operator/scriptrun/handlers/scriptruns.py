@@ -33,7 +33,7 @@ def _owner_run(body: kopf.Body | dict[str, Any]) -> str | None:
 
 
 @kopf.index("pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-def pods_by_run(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]] | None:
+async def pods_by_run(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]] | None:
     """Pods of each ScriptRun, as small snapshots (name, labels, deletion, status)."""
     owner = _owner_run(body)
     if owner is None or namespace is None:
@@ -52,7 +52,7 @@ def pods_by_run(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, d
 
 
 @kopf.on.event("pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-def pod_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+async def pod_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
     state = STATE.runs
     owner = _owner_run(body)
     if state is None or owner is None or namespace is None:
@@ -62,7 +62,7 @@ def pod_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def scriptrun_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+async def scriptrun_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
     state = STATE.runs
     if state is None or namespace is None:
         return

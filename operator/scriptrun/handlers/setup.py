@@ -33,11 +33,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    try:
-        return kopf.login_with_service_account(**kwargs)
-    except Exception:
-        pass
-    return kopf.login_with_kubeconfig(**kwargs)
+    """In a cluster: the pod's service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.cleanup()

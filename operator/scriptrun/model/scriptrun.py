@@ -94,7 +94,7 @@ class ExitCodeRule(ApiModel):
         "against retryStrategy.limit. Count: the default, the attempt counts."
     )
     operator: Literal["In", "NotIn"] = "In"
-    values: list[int] = Field(min_length=1, max_length=255, description="Exit codes.")
+    values: list[int] = Field(min_length=1, max_length=64, description="Exit codes.")
 
 
 class RetryStrategy(ApiModel):
@@ -108,7 +108,7 @@ class RetryStrategy(ApiModel):
     )
     backoff: Backoff = Field(default_factory=Backoff)
     on_exit_codes: list[ExitCodeRule] | None = Field(
-        default=None, max_length=20, description="Rules tried in order; the first match decides."
+        default=None, max_length=8, description="Rules tried in order; the first match decides."
     )
 
 

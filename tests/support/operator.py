@@ -1,0 +1,88 @@
+"""The scriptrun operator as a real subprocess (so tests can kill -9 it and start it again)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.controlplane import ControlPlane, free_port
+
+
+class OperatorProcess:
+    def __init__(self, cluster: ControlPlane, *, extra_env: dict[str, str] | None = None) -> None:
+        self.cluster = cluster
+        self.extra_env = extra_env or {}
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.log = cluster.workdir / "operator.log"
+        self.starts = 0
+
+    def start(self, timeout: float = 60) -> OperatorProcess:
+        port = free_port()
+        env = {
+            **self.cluster.env(),
+            "SCRIPTRUN_DEADLINE_GRACE_SECONDS": "1",
+            "SCRIPTRUN_RESYNC_SECONDS": "15",
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        handle = self.log.open("ab")
+        handle.write(f"\n===== start {self.starts} =====\n".encode())
+        handle.flush()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "scriptrun", "operator", f"--liveness=http://127.0.0.1:{port}/healthz"],
+            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[2],
+        )
+        handle.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"operator exited {self.popen.returncode}:\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"operator not live after {timeout}s:\n{self.tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as in a crash or an OOM kill."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait()
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def errors(self) -> list[str]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [line for line in text.splitlines() if "Traceback" in line or " ERROR " in line]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
