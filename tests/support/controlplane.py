@@ -8,8 +8,10 @@ Every process is started here and stopped here, by PID.
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -41,6 +43,12 @@ def _versions(bin_dir: Path) -> dict[str, str]:
     if not env.exists():
         raise FileNotFoundError(f"{env} missing: run `make bins` (hack/k8s-binaries.sh) first")
     return dict(line.split("=", 1) for line in env.read_text().split() if "=" in line)
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the test process dies, so nothing is left running."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -102,14 +110,21 @@ class ControlPlane:
         log = self.workdir / f"{name}.log"
         handle = log.open("wb")
         popen = subprocess.Popen(
-            args, stdout=handle, stderr=subprocess.STDOUT, env=env or dict(os.environ), cwd=self.workdir
+            args,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env or dict(os.environ),
+            cwd=self.workdir,
+            preexec_fn=_die_with_parent,
         )
         handle.close()
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc
 
-    def start(self, timeout: float = 120) -> ControlPlane:
+    def start(self, timeout: float = 120, crds: Path | None = None) -> ControlPlane:
+        """Start everything; CRDs in `crds` are installed before the controller manager starts, so its
+        garbage collector knows our kinds from the first moment (it re-reads discovery only every 30 s)."""
         certs = make_certs(self.workdir)
         etcd_port, peer_port = free_port(), free_port()
         self._spawn(
@@ -161,6 +176,10 @@ class ControlPlane:
         self.kubeconfig = self._write_kubeconfig(certs)
         self._wait_ready(timeout)
         kc = str(self.kubeconfig)
+        if crds is not None:
+            self.kubectl("apply", "-f", str(crds))
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            shutil.rmtree(self.workdir / "kubectl-cache", ignore_errors=True)  # discovery read before the CRDs
         self._spawn(
             "kube-controller-manager",
             [
@@ -208,6 +227,8 @@ class ControlPlane:
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
+        if not os.environ.get("SCRIPTRUN_KEEP_CONTROLPLANE"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def logs(self, name: str, tail: int = 40) -> str:
         for proc in self.procs:
@@ -305,7 +326,12 @@ class ControlPlane:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
-            [self.binary("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            [
+                self.binary("kubectl"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--cache-dir={self.workdir / 'kubectl-cache'}",
+                *args,
+            ],
             input=input,
             capture_output=True,
             text=True,

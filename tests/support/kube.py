@@ -34,7 +34,7 @@ class Kube:
         return proc.stderr
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        proc = self.cluster.kubectl("-n", self.ns, "get", kind, name, "-o", "json", check=False)
+        proc = self.cluster.kubectl("-n", self.ns, "get", f"{kind}/{name}", "-o", "json", check=False)
         if proc.returncode != 0:
             if "NotFound" in proc.stderr:
                 return None
@@ -52,16 +52,17 @@ class Kube:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         data = json.loads(
-            self.cluster.kubectl("-n", self.ns, "get", "events", "--field-selector",
-                                 f"involvedObject.name={name}", "-o", "json").stdout
+            self.cluster.kubectl(
+                "-n", self.ns, "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
+            ).stdout
         )
         return list(data["items"])
 
     def delete(self, kind: str, name: str, *extra: str) -> None:
-        self.cluster.kubectl("-n", self.ns, "delete", kind, name, "--wait=false", *extra)
+        self.cluster.kubectl("-n", self.ns, "delete", f"{kind}/{name}", "--wait=false", *extra)
 
     def patch(self, kind: str, name: str, patch: dict[str, Any], subresource: str | None = None) -> None:
-        args = ["-n", self.ns, "patch", kind, name, "--type=merge", "-p", json.dumps(patch)]
+        args = ["-n", self.ns, "patch", f"{kind}/{name}", "--type=merge", "-p", json.dumps(patch)]
         if subresource:
             args.append(f"--subresource={subresource}")
         self.cluster.kubectl(*args)
@@ -81,13 +82,18 @@ class Kube:
         return (obj or {}).get("status") or {}
 
     def wait_phase(self, name: str, phase: str, timeout: float = 60) -> dict[str, Any]:
-        return self.wait(f"{name} phase {phase}",
-                         lambda: (s := self.run_status(name)).get("phase") == phase and s, timeout)
+        return self.wait(
+            f"{name} phase {phase}", lambda: (s := self.run_status(name)).get("phase") == phase and s, timeout
+        )
 
 
 def scriptrun(name: str, spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    body = {"apiVersion": "scriptrun.dev/v1alpha1", "kind": "ScriptRun", "metadata": {"name": name},
-            "spec": {"script": {"source": "print('hi')"}, **spec}}
+    body = {
+        "apiVersion": "scriptrun.dev/v1alpha1",
+        "kind": "ScriptRun",
+        "metadata": {"name": name},
+        "spec": {"script": {"source": "print('hi')"}, **spec},
+    }
     if annotations:
         body["spec"].setdefault("podMetadata", {})["annotations"] = annotations
     return body

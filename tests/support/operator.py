@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane, _die_with_parent, free_port
 
 
 class OperatorProcess:
@@ -35,7 +35,11 @@ class OperatorProcess:
         handle.flush()
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "scriptrun", "operator", f"--liveness=http://127.0.0.1:{port}/healthz"],
-            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[2],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+            preexec_fn=_die_with_parent,
         )
         handle.close()
         self.starts += 1

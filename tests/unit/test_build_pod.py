@@ -1,5 +1,6 @@
 """The pod builder, against a golden file."""
 
+import os
 from pathlib import Path
 
 import yaml
@@ -25,9 +26,10 @@ def test_pod_matches_golden() -> None:
     pod = build_pod(PodInputs(run=RunRef("hello", "ns1", "uid-1"), spec=run.spec, attempt=2))
     golden = GOLDEN / "hello-pod-a2.yaml"
     rendered = yaml.safe_dump(pod, sort_keys=False)
-    if not golden.exists():  # first run writes it; review and commit it
+    if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(rendered)
-    assert rendered == golden.read_text()
+    assert golden.exists(), f"{golden} missing: UPDATE_GOLDEN=1 pytest {__file__}, review, commit"
+    assert rendered == golden.read_text(), "pod builder output changed: review, then UPDATE_GOLDEN=1"
 
 
 def test_pod_essentials() -> None:

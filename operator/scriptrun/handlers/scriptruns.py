@@ -62,7 +62,9 @@ async def pod_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> No
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def scriptrun_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any) -> None:
+async def scriptrun_event(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **kwargs: Any
+) -> None:
     state = STATE.runs
     if state is None or namespace is None:
         return

@@ -33,6 +33,9 @@ def _resolve(node: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
             node = {**inner, **outer}
         elif {a.get("type") for a in alternatives} == {"integer", "string"}:
             node = {**outer, "x-kubernetes-int-or-string": True}
+            pattern = next((a.get("pattern") for a in alternatives if a.get("type") == "string"), None)
+            if pattern:
+                node["pattern"] = pattern
         else:
             raise ValueError(f"cannot express anyOf {alternatives} in a structural schema")
     return node
@@ -64,6 +67,13 @@ def structural(node: JsonSchema, defs: dict[str, JsonSchema], *, keep_defaults: 
         out.setdefault("type", "object")
     if out.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
+    minimum = out.get("minimum")
+    if out.get("type") == "number" and isinstance(minimum, int | float) and minimum > 0:
+        # kube-apiserver 1.34 lets a literal 0 through `minimum` on number fields (seen in our tests):
+        # say it again in CEL, which does compare 0.
+        out.setdefault("x-kubernetes-validations", []).append(
+            {"rule": f"self >= {float(minimum)!r}", "message": f"must be at least {minimum:g}"}
+        )
     return out
 
 
