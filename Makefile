@@ -33,7 +33,7 @@ bins:
 	bash hack/k8s-binaries.sh >/dev/null
 
 crds: venv
-	$(BIN)/scriptrun crds --write crds
+	$(BIN)/scriptrun crds --write crds --write charts/scriptrun/crds
 
 run: venv
 	$(BIN)/scriptrun run examples/hello-scriptrun.yaml

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once) and cache the control-plane binaries the test suite runs, from Go modules only.
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm
 # Cache: ${SCRIPTRUN_CACHE:-~/.cache/scriptrun}/bin/<name>-<version>; prints the bin dir on stdout.
 # Usage: hack/k8s-binaries.sh [--print-dir]
 set -euo pipefail
@@ -8,6 +8,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.34.1}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.4}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 CACHE="${SCRIPTRUN_CACHE:-$HOME/.cache/scriptrun}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
@@ -85,15 +86,25 @@ build_kwok() {
   mv "$CACHE/build/kwok-$KWOK_VERSION/kwok" "$BIN/kwok-$KWOK_VERSION"
 }
 
+build_helm() {
+  have helm "$HELM_VERSION" && return 0
+  log "building helm $HELM_VERSION"
+  GOBIN="$CACHE/build/helm-$HELM_VERSION" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  mv "$CACHE/build/helm-$HELM_VERSION/helm" "$BIN/helm-$HELM_VERSION"
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
 build_kube
+build_helm
 log "binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 # stable names for the test suite
 cat > "$BIN/versions.env" <<ENV
 K8S_VERSION=$K8S_VERSION
 ETCD_VERSION=$ETCD_VERSION
 KWOK_VERSION=$KWOK_VERSION
+HELM_VERSION=$HELM_VERSION
 ENV
 echo "$BIN"

@@ -18,11 +18,12 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
     crds = all_crds()
     if args.write:
-        out = Path(args.write)
-        out.mkdir(parents=True, exist_ok=True)
-        for filename, crd in crds.items():
-            (out / filename).write_text(render(crd))
-            print(f"wrote {out / filename}", file=sys.stderr)
+        for directory in args.write:
+            out = Path(directory)
+            out.mkdir(parents=True, exist_ok=True)
+            for filename, crd in crds.items():
+                (out / filename).write_text(render(crd))
+                print(f"wrote {out / filename}", file=sys.stderr)
     else:
         sys.stdout.write("---\n".join(render(c) for c in crds.values()))
     return 0
@@ -95,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
     op.set_defaults(func=_cmd_operator)
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (or write them to a directory)")
-    crds.add_argument("--write", metavar="DIR", help="write one file per CRD into DIR")
+    crds.add_argument("--write", metavar="DIR", action="append", help="write one file per CRD into DIR (repeatable)")
     crds.set_defaults(func=_cmd_crds)
 
     run = sub.add_parser("run", help="run a ScriptRun manifest on this machine (no cluster)")

@@ -8,12 +8,14 @@ import yaml
 
 from scriptrun.model.crd import all_crds, render
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIRS = [ROOT / "crds", ROOT / "charts" / "scriptrun" / "crds"]
 
 
+@pytest.mark.parametrize("directory", CRD_DIRS, ids=["crds", "chart"])
 @pytest.mark.parametrize("filename", sorted(all_crds()))
-def test_committed_crd_matches_models(filename: str) -> None:
-    committed = CRDS / filename
+def test_committed_crd_matches_models(filename: str, directory: Path) -> None:
+    committed = directory / filename
     assert committed.exists(), f"{committed} missing: run `make crds`"
     assert committed.read_text() == render(all_crds()[filename]), f"{filename} drifted from the models: make crds"
 
