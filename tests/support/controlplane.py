@@ -98,9 +98,8 @@ class ControlPlane:
         )
 
     def binary(self, name: str) -> str:
-        version = self.versions[
-            "ETCD_VERSION" if name == "etcd" else "KWOK_VERSION" if name == "kwok" else "K8S_VERSION"
-        ]
+        key = {"etcd": "ETCD_VERSION", "kwok": "KWOK_VERSION", "helm": "HELM_VERSION"}.get(name, "K8S_VERSION")
+        version = self.versions[key]
         path = self.bin_dir / f"{name}-{version}"
         if not path.exists():
             raise FileNotFoundError(f"{path} missing: run hack/k8s-binaries.sh")
