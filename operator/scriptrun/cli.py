@@ -84,6 +84,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if final.status.phase.value == "Succeeded" else 1
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from scriptrun.monitor.sidecar import MonitorConfig, run_monitor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    labels = {
+        "namespace": os.environ.get("SCRIPTRUN_NAMESPACE", ""),
+        "scriptrun": os.environ.get("SCRIPTRUN_NAME", ""),
+        "workflow": os.environ.get("SCRIPTRUN_WORKFLOW", ""),
+        "task": os.environ.get("SCRIPTRUN_TASK", ""),
+    }
+    config = MonitorConfig(
+        run_dir=Path(args.run_dir),
+        interval=args.interval,
+        port=args.port,
+        termination_path=Path(args.termination_path),
+        labels=labels,
+        memory_detail=args.memory_detail,
+        exit_when_done=args.exit_when_done,
+        start_timeout=args.start_timeout,
+    )
+    return run_monitor(config)
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 60:
+        raise argparse.ArgumentTypeError("the interval must be between 0.1 and 60 seconds")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scriptrun", description="Run Python scripts and workflows as pods.")
     p.add_argument("--version", action="version", version=f"scriptrun {__version__}")
@@ -98,6 +131,16 @@ def parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="print the CustomResourceDefinitions (or write them to a directory)")
     crds.add_argument("--write", metavar="DIR", action="append", help="write one file per CRD into DIR (repeatable)")
     crds.set_defaults(func=_cmd_crds)
+
+    mon = sub.add_parser("monitor", help="the usage monitor sidecar (runs inside a run pod)")
+    mon.add_argument("--interval", type=_interval, default=1.0, help="sampling interval in seconds (0.1-60)")
+    mon.add_argument("--port", type=int, default=9090, help="Prometheus metrics port")
+    mon.add_argument("--run-dir", default="/scriptrun/run", help="the directory shared with the main container")
+    mon.add_argument("--termination-path", default="/dev/termination-log")
+    mon.add_argument("--memory-detail", action="store_true", help="also sample USS/PSS (reads smaps_rollup)")
+    mon.add_argument("--exit-when-done", action="store_true", help="exit after the summary (default: on SIGTERM)")
+    mon.add_argument("--start-timeout", type=float, default=None, help="give up waiting for the script after N s")
+    mon.set_defaults(func=_cmd_monitor)
 
     run = sub.add_parser("run", help="run a ScriptRun manifest on this machine (no cluster)")
     run.add_argument("file")

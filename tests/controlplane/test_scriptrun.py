@@ -51,7 +51,19 @@ def test_create_to_pod_to_succeeded(kube: Kube) -> None:
     assert monitor["terminationMessagePath"] == "/dev/termination-log"
     assert monitor["ports"][0]["containerPort"] == 9090
     main = spec["containers"][0]
-    assert main["command"] == ["python", "/scriptrun/script/main.py"] and main["args"] == ["--n", "1"]
+    assert main["command"] == [
+        "python",
+        "/scriptrun/run/launch.py",
+        "/scriptrun/run",
+        "--",
+        "python",
+        "/scriptrun/script/main.py",
+    ]
+    assert main["args"] == ["--n", "1"]
+    assert monitor["command"] == ["scriptrun", "monitor"] and "--interval=1" in monitor["args"]
+    assert monitor["startupProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics", "scheme": "HTTP"}
+    shared = {m["mountPath"] for m in main["volumeMounts"]} & {m["mountPath"] for m in monitor["volumeMounts"]}
+    assert shared == {"/scriptrun/run"}
     cm = kube.get("configmap", "ok-script")
     assert cm is not None and cm["data"]["main.py"] == "print('hi')"
     assert cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
@@ -147,3 +159,20 @@ def test_pod_deleted_by_someone_else(kube: Kube) -> None:
     kube.wait("second attempt", lambda: kube.get("pod", "gone-a2"))
     status = kube.run_status("gone")
     assert status["attempts"][0]["reason"] == "PodDeleted"
+
+
+def test_a_monitor_crash_never_fails_the_run(kube: Kube) -> None:
+    kube.apply(scriptrun("moncrash", {}, {EXIT: "0", "test.scriptrun.dev/monitor-exit-code": "1"}))
+    status = kube.wait_phase("moncrash", "Succeeded")
+    assert status["usage"]["available"] is False
+    assert status["usage"]["reason"] == "MonitorNoSummary"
+
+
+def test_monitor_disabled_means_no_sidecar(kube: Kube) -> None:
+    kube.apply(scriptrun("nomon", {"monitor": {"enabled": False}}, {EXIT: "0"}))
+    status = kube.wait_phase("nomon", "Succeeded")
+    assert "usage" not in status
+    pod = kube.get("pod", "nomon-a1")
+    assert pod is not None
+    assert "initContainers" not in pod["spec"] and not pod["spec"].get("shareProcessNamespace")
+    assert pod["spec"]["containers"][0]["command"] == ["python", "/scriptrun/script/main.py"]

@@ -54,3 +54,15 @@ def test_long_names_stay_valid_and_deterministic() -> None:
     assert len(pod_name(long, 12)) <= 253
     assert pod_name(long, 12) == pod_name(long, 12) != pod_name(long, 13)
     assert len(fit("a" * 100, 63)) == 63
+
+
+def test_command_mode_is_wrapped_by_a_shell_that_publishes_the_pid() -> None:
+    run = hello()
+    spec = run.spec.model_copy(
+        update={"script": run.spec.script.model_copy(update={"source": None, "command": ["/app/job", "--fast"]})}
+    )
+    pod = build_pod(PodInputs(run=RunRef("hello", "ns1", "uid-1"), spec=spec, attempt=1))
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["sh", "-c"] and command[-2:] == ["/app/job", "--fast"]
+    assert "/scriptrun/run/main.pid" in command[2]
+    assert not any(v.get("name") == "script" for v in pod["spec"]["volumes"])

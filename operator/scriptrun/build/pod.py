@@ -70,8 +70,26 @@ def build_script_configmap(run: RunRef, spec: RunTemplate) -> dict[str, Any] | N
     }
 
 
-def _main_container(spec: RunTemplate, image: str) -> dict[str, Any]:
-    command = list(spec.script.command) if spec.script.command else ["python", script_path(spec)]
+LAUNCHER = f"{RUN_DIR}/launch.py"
+
+
+def shell_launch(run_dir: str = RUN_DIR) -> str:
+    """For `command:` runs no Python is assumed: a POSIX shell publishes its PID, then execs."""
+    tmp, final = f"{run_dir}/main.pid.tmp", f"{run_dir}/main.pid"
+    return f'printf \'{{"pid": %d}}\' $$ > {tmp} && mv {tmp} {final} && exec "$@"'
+
+
+def main_command(spec: RunTemplate, monitored: bool) -> list[str]:
+    """The main container's command; with the monitor, wrapped so it can find the script's PID."""
+    if spec.script.command:
+        command = list(spec.script.command)
+        return ["sh", "-c", shell_launch(), "scriptrun-launch", *command] if monitored else command
+    command = ["python", script_path(spec)]
+    return ["python", LAUNCHER, RUN_DIR, "--", *command] if monitored else command
+
+
+def _main_container(spec: RunTemplate, image: str, monitored: bool) -> dict[str, Any]:
+    command = main_command(spec, monitored)
     env: list[dict[str, Any]] = [{"name": "SCRIPTRUN_OUTPUTS", "value": OUTPUTS_DIR}]
     env += [e.dump() for e in spec.env or []]
     container: dict[str, Any] = {
@@ -95,7 +113,7 @@ def _main_container(spec: RunTemplate, image: str) -> dict[str, Any]:
     return container
 
 
-def _monitor_container(monitor: MonitorSpec, image: str, run: RunRef) -> dict[str, Any]:
+def _monitor_container(monitor: MonitorSpec, image: str, run: RunRef, labels: dict[str, str]) -> dict[str, Any]:
     """The usage monitor as a native sidecar (init container with restartPolicy Always)."""
     return {
         "name": MONITOR_CONTAINER,
@@ -106,8 +124,16 @@ def _monitor_container(monitor: MonitorSpec, image: str, run: RunRef) -> dict[st
         "env": [
             {"name": "SCRIPTRUN_NAMESPACE", "value": run.namespace},
             {"name": "SCRIPTRUN_NAME", "value": run.name},
+            {"name": "SCRIPTRUN_WORKFLOW", "value": labels.get(names.LABEL_WORKFLOW, "")},
+            {"name": "SCRIPTRUN_TASK", "value": labels.get(names.LABEL_TASK, "")},
         ],
         "ports": [{"name": "metrics", "containerPort": monitor.port, "protocol": "TCP"}],
+        # the monitor installs the launcher before it serves: the main container waits for this
+        "startupProbe": {
+            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "periodSeconds": 1,
+            "failureThreshold": 60,
+        },
         "volumeMounts": [{"name": "scriptrun-run", "mountPath": RUN_DIR}],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
@@ -136,12 +162,12 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
         "restartPolicy": "Never",
         "automountServiceAccountToken": bool(spec.automount_service_account_token),
         "enableServiceLinks": False,
-        "containers": [_main_container(spec, image)],
+        "containers": [_main_container(spec, image, monitor.enabled)],
         "volumes": volumes,
     }
     if monitor.enabled:
         pod_spec["shareProcessNamespace"] = True
-        pod_spec["initContainers"] = [_monitor_container(monitor, image, run)]
+        pod_spec["initContainers"] = [_monitor_container(monitor, image, run, labels)]
     if spec.timeout_seconds:
         pod_spec["activeDeadlineSeconds"] = spec.timeout_seconds
     optional = {

@@ -40,9 +40,21 @@ class Progress:
                 att.phase.value,
                 "" if att.exit_code is None else str(att.exit_code),
                 att.reason or "",
-                att.start_time or "",
-                att.finish_time or "",
+                (att.start_time or "")[11:23],
+                (att.finish_time or "")[11:23],
             )
         out = Console(highlight=False)
         out.print(table)
         out.print(f"phase: {status.phase.value}  duration: {status.duration}  message: {status.message}")
+        usage = status.usage or {}
+        if usage.get("available"):
+            out.print(
+                "usage: cpu avg {cpuAvgPercent}% max {cpuMaxPercent}% ({userTimeSeconds}s user, "
+                "{systemTimeSeconds}s sys)  memory max {memoryMaxMb} MiB avg {memoryAvgMb} MiB  "
+                "processes {processes}  samples {samples}".format_map(_Missing(usage))
+            )
+
+
+class _Missing(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        return "?"

@@ -1,19 +1,25 @@
-"""One attempt as a local process, observed the way a pod is."""
+"""One attempt as a local process, observed the way a pod is, and measured by the same sampler
+the sidecar uses (in-process here; wait4() gives the exact rusage of the whole waited tree)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from scriptrun.engine import clock
 from scriptrun.engine.observe import AttemptObservation
-from scriptrun.model.scriptrun import RunTemplate
+from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
+from scriptrun.monitor.launch import rusage_dict, wait_rusage
+from scriptrun.monitor.sampler import TreeSampler, own_pids
 
 
 @dataclass
@@ -23,34 +29,65 @@ class LocalAttempt:
     proc: subprocess.Popen[bytes]
     started: datetime
     workdir: Path
+    monitor: MonitorSpec
+    sampler: TreeSampler | None = None
+    exit_code: int | None = None
     finished: datetime | None = None
+    usage: dict[str, Any] | None = None
     killed_reason: str | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
+    next_sample: float = 0.0
+    started_mono: float = field(default_factory=time.monotonic)
+
+    def tick(self) -> None:
+        """Sample when due; reap the process (with its rusage) once it has exited."""
+        if self.exit_code is not None:
+            return
+        now = time.monotonic()
+        if self.sampler is not None and now >= self.next_sample:
+            self.sampler.sample()
+            self.next_sample = now + self.monitor.interval_seconds
+        result = wait_rusage(self.proc.pid, block=False)
+        if result is None:
+            return
+        code, ru = result
+        self.proc.returncode = code
+        self.exit_code = code
+        self.finished = clock.utcnow()
+        if self.sampler is not None:
+            self.usage = self.sampler.summary(
+                exit_code=code, rusage=rusage_dict(ru), elapsed=time.monotonic() - self.started_mono
+            )
+            self.usage["available"] = True
 
     def observe(self) -> AttemptObservation:
-        code = self.proc.poll()
+        self.tick()
+        code = self.exit_code
         if code is None:
             return AttemptObservation(self.attempt, self.name, "Running", start_time=self.started)
-        if self.finished is None:
-            self.finished = clock.utcnow()
-        if code < 0:  # killed by a signal: report it the way a container runtime does
-            code = 128 - code
         if code == 0:
-            return AttemptObservation(self.attempt, self.name, "Succeeded", self.started, self.finished, 0, "Completed")
+            return AttemptObservation(
+                self.attempt, self.name, "Succeeded", self.started, self.finished, 0, "Completed", usage=self.usage
+            )
         reason = self.killed_reason or ("OOMKilled" if code == 137 else "Error")
-        return AttemptObservation(self.attempt, self.name, "Failed", self.started, self.finished, code, reason)
+        return AttemptObservation(
+            self.attempt, self.name, "Failed", self.started, self.finished, code, reason, usage=self.usage
+        )
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.proc.poll() is not None:
+        if self.exit_code is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        deadline = time.monotonic() + grace
+        while self.exit_code is None and time.monotonic() < deadline:
+            self.tick()
+            time.sleep(0.02)
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            while self.exit_code is None:
+                self.tick()
+                time.sleep(0.01)
 
 
 def start_attempt(
@@ -73,5 +110,7 @@ def start_attempt(
     for var in spec.env or []:
         if var.value is not None:
             env[var.name] = var.value
+    monitor = spec.monitor or MonitorSpec()
     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True)
-    return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir)
+    sampler = TreeSampler(proc.pid, exclude=own_pids()) if monitor.enabled else None
+    return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir, monitor, sampler)

@@ -75,7 +75,7 @@ def run_local(
                     )
                 elif isinstance(action, StopAttempt):
                     attempts[action.attempt].killed_reason = action.reason
-                    attempts[action.attempt].stop()
+                    attempts[action.attempt].stop(grace=2.0)
             for event in decision.events:
                 if report:
                     report(event)
