@@ -15,7 +15,7 @@ export SCRIPTRUN_CACHE := $(CACHE)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv bins crds run test test-unit test-controlplane lint bench clean-cache
+.PHONY: help venv bins crds run test test-unit test-controlplane lint bench bench-monitor image clean-cache
 help:
 	@echo "make run    - install and run examples/hello-scriptrun.yaml locally (no cluster)"
 	@echo "make test   - lint, type-check, unit and control-plane tests (builds what is missing)"
@@ -54,3 +54,8 @@ test: venv bins lint
 
 clean-cache:
 	@echo "remove $(CACHE) by hand if you really mean it"
+
+bench-monitor: venv
+	$(BIN)/python hack/bench_monitor.py
+
+bench: bench-monitor

@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scriptrun import __version__
 
 
@@ -78,6 +76,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(result, indent=2))
     elif args.output == "yaml":
+        import yaml
+
         print(yaml.safe_dump(result, sort_keys=False))
     else:
         progress.summary(final)

@@ -58,6 +58,7 @@ class LocalAttempt:
                 exit_code=code, rusage=rusage_dict(ru), elapsed=time.monotonic() - self.started_mono
             )
             self.usage["available"] = True
+            self.sampler.close()
 
     def observe(self) -> AttemptObservation:
         self.tick()
@@ -112,5 +113,7 @@ def start_attempt(
             env[var.name] = var.value
     monitor = spec.monitor or MonitorSpec()
     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True)
-    sampler = TreeSampler(proc.pid, exclude=own_pids()) if monitor.enabled else None
+    sampler = (
+        TreeSampler.for_interval(proc.pid, monitor.interval_seconds, exclude=own_pids()) if monitor.enabled else None
+    )
     return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir, monitor, sampler)

@@ -1,37 +1,37 @@
-"""Pure: typed API models for Workflow and ScriptRun, the single source of the CRDs."""
+"""Pure: typed API models for Workflow and ScriptRun, the single source of the CRDs.
 
-from scriptrun.model.common import Condition, ObjectMeta
-from scriptrun.model.scriptrun import (
-    Attempt,
-    Backoff,
-    ExitCodeRule,
-    MonitorSpec,
-    RetryStrategy,
-    RunPhase,
-    RunTemplate,
-    ScriptRun,
-    ScriptRunSpec,
-    ScriptRunStatus,
-    ScriptSource,
-)
-from scriptrun.model.workflow import Workflow, WorkflowSpec, WorkflowStatus, WorkflowTask
+Exports resolve lazily (PEP 562): `scriptrun.model.usage` (the usage table the monitor sidecar
+needs) must not drag pydantic into the sidecar's memory.
+"""
 
-__all__ = [
-    "Attempt",
-    "Backoff",
-    "Condition",
-    "ExitCodeRule",
-    "MonitorSpec",
-    "ObjectMeta",
-    "RetryStrategy",
-    "RunPhase",
-    "RunTemplate",
-    "ScriptRun",
-    "ScriptRunSpec",
-    "ScriptRunStatus",
-    "ScriptSource",
-    "Workflow",
-    "WorkflowSpec",
-    "WorkflowStatus",
-    "WorkflowTask",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Condition": "common",
+    "ObjectMeta": "common",
+    "Attempt": "scriptrun",
+    "Backoff": "scriptrun",
+    "ExitCodeRule": "scriptrun",
+    "MonitorSpec": "scriptrun",
+    "RetryStrategy": "scriptrun",
+    "RunPhase": "scriptrun",
+    "RunTemplate": "scriptrun",
+    "ScriptRun": "scriptrun",
+    "ScriptRunSpec": "scriptrun",
+    "ScriptRunStatus": "scriptrun",
+    "ScriptSource": "scriptrun",
+    "Workflow": "workflow",
+    "WorkflowSpec": "workflow",
+    "WorkflowStatus": "workflow",
+    "WorkflowTask": "workflow",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"scriptrun.model.{_EXPORTS[name]}"), name)
+    raise AttributeError(name)

@@ -1,8 +1,9 @@
 """Samples a process tree (children included, processes that come and go included) with psutil.
 
 Accounting rules, so that nothing is lost or counted twice:
-- Every process ever seen in the tree is tracked by (pid, create time) and keeps its last-seen
-  counters; a process that left the tree (e.g. re-parented to PID 1) is still followed.
+- Every process seen in the tree is tracked by (pid, start time) and keeps its last-seen counters
+  while it lives; a process that left the tree (e.g. re-parented to PID 1) is still followed. Once
+  gone, its contribution is fixed into running totals and the record is dropped.
 - CPU time and page faults of a child that its parent has reaped show up in the parent's
   "children" fields (cutime/cstime, cminflt/cmajflt). So a gone child's own last-seen CPU/faults are
   dropped once its tracked parent has been read after the child was gone (that read includes it),
@@ -24,12 +25,12 @@ from typing import Any
 
 import psutil
 
-from scriptrun.monitor.procfs import children_of, read_stat
+from scriptrun.monitor import procfs
 
 MIB = 1024.0 * 1024.0
 
 
-@dataclass
+@dataclass(slots=True)
 class ProcRecord:
     pid: int
     ctime: float
@@ -47,6 +48,7 @@ class ProcRecord:
     ctx: int = 0
     last_tick: int = 0
     gone_tick: int = 0
+    parent_key: tuple[int, float] | None = None
 
 
 @dataclass
@@ -79,6 +81,7 @@ class TreeSampler:
     memory_detail: bool = False
     clock: Callable[[], float] = time.monotonic
     exclude: frozenset[int] = frozenset()
+    full_every: int = 1  # slow reads (io, ctx, fds, all threads' children) every N-th sample
     records: dict[tuple[int, float], ProcRecord] = field(default_factory=dict)
     samples: int = 0
     started: float = 0.0
@@ -94,94 +97,78 @@ class TreeSampler:
 
     def __post_init__(self) -> None:
         self.started = self.clock()
-        self._handles: dict[int, psutil.Process] = {}
         self._tick = 0
+        self._last_pid: int | None = None
+        self._reader = procfs.reader()
+        self.seen = 0
+        self._settled = Totals()  # fixed contributions of processes that are gone
+        self._settled_ticks: dict[tuple[int, float], int] = {}  # their last ticks, briefly, for children
 
-    # -- discovery -----------------------------------------------------------------------------
-    def _pids(self) -> list[int]:
-        live = {r.pid for r in self.records.values() if r.alive}
-        frontier = [self.root_pid, *live]
-        seen: set[int] = set()
-        while frontier:
-            pid = frontier.pop()
-            if pid in seen or pid in self.exclude:
-                continue
-            seen.add(pid)
-            frontier.extend(children_of(pid))
-        return sorted(seen)
-
-    def _handle(self, pid: int) -> psutil.Process | None:
-        proc = self._handles.get(pid)
-        try:
-            if proc is None or not proc.is_running():
-                proc = psutil.Process(pid)
-                self._handles[pid] = proc
-            return proc
-        except psutil.Error:
-            self._handles.pop(pid, None)
-            return None
+    @classmethod
+    def for_interval(cls, root_pid: int, interval: float, **kwargs: Any) -> TreeSampler:
+        """Full reads about once a second, whatever the sampling interval."""
+        return cls(root_pid, full_every=max(1, round(1.0 / interval)), **kwargs)
 
     # -- one tick ------------------------------------------------------------------------------
     def sample(self) -> Snapshot:
         now = self.clock()
         self._tick += 1
+        full = self._tick == 1 or self._tick % self.full_every == 0
+        newest = procfs.last_pid() if procfs.HAS_PROC else None
+        discover = full or newest is None or newest != self._last_pid
+        self._last_pid = newest
         rss = threads = fds = running = 0
         uss = pss = 0
         alive_keys: set[tuple[int, float]] = set()
-        for pid in self._pids():
-            proc = self._handle(pid)
-            if proc is None:
+        tick_keys: dict[int, tuple[int, float]] = {}
+        live = {r.pid for r in self.records.values() if r.alive}
+        frontier = [self.root_pid, *live]
+        visited: set[int] = set()
+        while frontier:
+            pid = frontier.pop()
+            if pid in visited or pid in self.exclude:
                 continue
-            try:
-                with proc.oneshot():
-                    key = (pid, proc.create_time())
-                    zombie = proc.status() == psutil.STATUS_ZOMBIE
-                    rec = self.records.get(key) or ProcRecord(pid, key[1])
-                    cpu = proc.cpu_times()
-                    mem = proc.memory_info()
-                    n_threads = proc.num_threads()
-                    ctx = _maybe(proc.num_ctx_switches)
-                    n_fds = _maybe(proc.num_fds)
-                    io = _maybe(proc.io_counters)
-                    full = _maybe(proc.memory_full_info) if self.memory_detail else None
-            except psutil.NoSuchProcess:
+            visited.add(pid)
+            read = self._reader.read(pid, full=full, children=discover)
+            if read is None:
                 continue
-            except psutil.AccessDenied:
-                continue
-            stat = read_stat(pid)
-            rec.alive = True
-            rec.last_tick = self._tick
-            rec.user, rec.system = cpu.user, cpu.system
-            if ctx is not None:
-                rec.ctx = ctx.voluntary + ctx.involuntary
-            if stat is not None:
-                rec.ppid = stat.ppid
-                rec.c_user, rec.c_system = stat.cutime, stat.cstime
-                rec.minflt, rec.majflt = stat.minflt, stat.majflt
-                rec.c_faults = stat.cminflt + stat.cmajflt
-            if io is not None:
-                rec.read_bytes, rec.write_bytes = io.read_bytes, io.write_bytes
-            else:
+            frontier.extend(read.children or [])
+            key = (pid, read.ctime)
+            tick_keys[pid] = key
+            rec = self.records.get(key)
+            if rec is None:
+                rec = ProcRecord(pid, read.ctime)
+                self.seen += 1
+            rec.alive, rec.last_tick, rec.ppid = True, self._tick, read.ppid
+            rec.parent_key = tick_keys.get(read.ppid, rec.parent_key if rec.ppid == read.ppid else None)
+            rec.user, rec.system, rec.c_user, rec.c_system = read.user, read.system, read.c_user, read.c_system
+            rec.minflt, rec.majflt, rec.c_faults = read.faults, 0, read.c_faults
+            if read.ctx is not None:
+                rec.ctx = read.ctx
+            if read.read_bytes is not None and read.write_bytes is not None:
+                rec.read_bytes, rec.write_bytes = read.read_bytes, read.write_bytes
+            elif full and not read.zombie:
                 self.io_available = False
             self.records[key] = rec
             alive_keys.add(key)
-            if zombie:  # exited, not yet reaped: final CPU counts, but it holds no memory
+            if read.zombie:  # exited, not yet reaped: final CPU counts, but it holds no memory
                 continue
             running += 1
-            rss += mem.rss
-            threads += n_threads
-            fds += n_fds or 0
-            if full is not None:
-                uss += getattr(full, "uss", 0)
-                pss += getattr(full, "pss", 0)
+            rss += read.rss
+            threads += read.threads
+            fds += read.fds or 0
+            if self.memory_detail and full:
+                u, p = procfs.memory_detail(pid)
+                uss, pss = uss + u, pss + p
         for key, rec in self.records.items():
             if key not in alive_keys and rec.alive:
                 rec.alive = False
                 rec.gone_tick = self._tick
+        self._settle()
         totals = self._totals()
         snap = Snapshot(
             now,
-            len(alive_keys),
+            running,
             rss,
             threads,
             fds,
@@ -195,8 +182,8 @@ class TreeSampler:
             cpu_delta = (totals.user + totals.system) - (self.last.totals.user + self.last.totals.system)
             percent = min(100.0 * cpu_delta / (now - self.last.at), 100.0 * (os.cpu_count() or 1))
             self.cpu_max_percent = max(self.cpu_max_percent, percent)
+        self.last = snap
         if running == 0:  # nothing alive to measure: not a sample
-            self.last = snap
             return snap
         self.samples += 1
         self.rss_max = max(self.rss_max, rss)
@@ -204,31 +191,50 @@ class TreeSampler:
         self.uss_max = max(self.uss_max, uss)
         self.pss_max = max(self.pss_max, pss)
         self.threads_max = max(self.threads_max, threads)
-        self.fds_max = max(self.fds_max, fds)
-        self.last = snap
+        if full:
+            self.fds_max = max(self.fds_max, fds)
         return snap
 
-    def _parent(self, rec: ProcRecord) -> ProcRecord | None:
-        """The tracked process that was `rec`'s parent (same PID, born before it)."""
-        best: ProcRecord | None = None
-        for other in self.records.values():
-            if other.pid == rec.ppid and other.ctime <= rec.ctime and (best is None or other.ctime > best.ctime):
-                best = other
-        return best
+    def _last_tick_of(self, key: tuple[int, float] | None) -> int | None:
+        if key is None:
+            return None
+        rec = self.records.get(key)
+        return rec.last_tick if rec is not None else self._settled_ticks.get(key)
+
+    def _settle(self) -> None:
+        """Fix the contribution of every gone process, then forget it."""
+        gone = [(k, r) for k, r in self.records.items() if not r.alive]
+        for _key, rec in gone:
+            parent_last = self._last_tick_of(rec.parent_key)
+            inside_parent = parent_last is not None and parent_last >= rec.gone_tick
+            if not inside_parent:
+                self._settled.user += rec.user + rec.c_user
+                self._settled.system += rec.system + rec.c_system
+                self._settled.faults += rec.minflt + rec.majflt + rec.c_faults
+            self._settled.read_bytes += rec.read_bytes
+            self._settled.write_bytes += rec.write_bytes
+            self._settled.ctx += rec.ctx
+        for key, rec in gone:
+            del self.records[key]
+            self._settled_ticks[key] = rec.last_tick
+        if len(self._settled_ticks) > 256:
+            horizon = self._tick - 3
+            self._settled_ticks = {k: t for k, t in self._settled_ticks.items() if t >= horizon}
 
     def _totals(self) -> Totals:
-        out = Totals()
+        s = self._settled
+        out = Totals(s.user, s.system, s.faults, s.read_bytes, s.write_bytes, s.ctx)
         for rec in self.records.values():
-            parent = None if rec.alive else self._parent(rec)
-            inside_parent = parent is not None and parent.last_tick >= rec.gone_tick
-            if not inside_parent:
-                out.user += rec.user + rec.c_user
-                out.system += rec.system + rec.c_system
-                out.faults += rec.minflt + rec.majflt + rec.c_faults
+            out.user += rec.user + rec.c_user
+            out.system += rec.system + rec.c_system
+            out.faults += rec.minflt + rec.majflt + rec.c_faults
             out.read_bytes += rec.read_bytes
             out.write_bytes += rec.write_bytes
             out.ctx += rec.ctx
         return out
+
+    def close(self) -> None:
+        self._reader.close()
 
     @property
     def any_alive(self) -> bool:
@@ -268,7 +274,7 @@ class TreeSampler:
             "numFdsMax": self.fds_max,
             "contextSwitches": ctx,
             "pageFaults": faults,
-            "processes": len(self.records),
+            "processes": self.seen,
             "samples": self.samples,
         }
         if self.io_available:
@@ -283,13 +289,6 @@ class TreeSampler:
         if self.samples == 0:
             out["note"] = "the script exited before the first sample; CPU and memory come from rusage only"
         return out
-
-
-def _maybe(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except (psutil.AccessDenied, psutil.ZombieProcess, NotImplementedError, OSError):
-        return None
 
 
 def own_pids() -> frozenset[int]:

@@ -17,6 +17,7 @@ The monitor never talks to the Kubernetes API and needs no token.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -78,7 +79,10 @@ class Monitor:
 
     # -- the pieces ----------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, float]]:
+        """For a scrape: the summary is computed here, on demand, not on every sample."""
         with self.lock:
+            if not self.summary and self.sampler is not None and self.started_wall is not None:
+                return self.sampler.summary(exit_code=None, elapsed=time.time() - self.started_wall), dict(self.live)
             return dict(self.summary), dict(self.live)
 
     def serve_metrics(self) -> None:
@@ -131,17 +135,21 @@ class Monitor:
             return 0
         pid = int(info["pid"])
         started = float(info.get("started") or time.time())
-        self.sampler = sampler = TreeSampler(pid, memory_detail=self.config.memory_detail, exclude=own_pids())
+        self.started_wall = started
+        # everything imported so far lives as long as the process: keep the cyclic GC off it
+        gc.freeze()
+        self.sampler = sampler = TreeSampler.for_interval(
+            pid, self.config.interval, memory_detail=self.config.memory_detail, exclude=own_pids()
+        )
         exit_file = self.config.run_dir / launch.EXIT_FILE
         gone_since: float | None = None
         exit_info: dict[str, Any] | None = None
         while not self.stop.is_set():
-            snap = sampler.sample()
-            exit_info = _read_json(exit_file)
-            prev_cpu = self.live.get("_cpu", 0.0)
-            cpu = snap.totals.user + snap.totals.system
-            with self.lock:
-                self.summary = sampler.summary(exit_code=None, elapsed=time.time() - started)
+            tick_started = time.monotonic()
+            with self.lock:  # a scrape reads the sampler: not while it is mid-sample
+                snap = sampler.sample()
+                prev_cpu = self.live.get("_cpu", 0.0)
+                cpu = snap.totals.user + snap.totals.system
                 self.live = {
                     "rss": snap.rss,
                     "threads": snap.threads,
@@ -149,13 +157,14 @@ class Monitor:
                     "cpu_cores": max(0.0, (cpu - prev_cpu) / self.config.interval),
                     "_cpu": cpu,
                 }
-            if exit_info is not None:
+            if exit_file.exists():
+                exit_info = _read_json(exit_file)
                 break
             if not sampler.any_alive:
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > 2 * self.config.interval + 0.5:
                     break  # no launcher (command mode) or it was killed: the tree is gone
-            self.stop.wait(self.config.interval)
+            self.stop.wait(max(0.0, self.config.interval - (time.monotonic() - tick_started)))
         self.finish(started, exit_info)
         if not self.config.exit_when_done:
             self.stop.wait()
@@ -172,6 +181,7 @@ class Monitor:
         )
         if exit_info is None:
             summary["note"] = "no exit record from the launcher: figures are from sampling only"
+        self.sampler.close()
         with self.lock:
             self.summary = summary
         self.write_summary(summary)
