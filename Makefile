@@ -21,6 +21,8 @@ help:
 	@echo "make test   - lint, type-check, unit and control-plane tests (builds what is missing)"
 	@echo "make crds   - regenerate crds/ from the models"
 	@echo "make bins   - build the Kubernetes binaries used by the tests (cached)"
+	@echo "make image  - build the runner image as an OCI archive, without a registry"
+	@echo "make bench  - benchmarks (bench-monitor)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,11 +51,17 @@ test-unit: venv
 test-controlplane: venv bins
 	$(BIN)/python -m pytest tests/controlplane $(PYTEST_ARGS)
 
-test: venv bins lint
-	$(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
+test: venv bins lint image
+	SCRIPTRUN_IMAGE_ARCHIVE=$(IMAGE) $(BIN)/python -m pytest tests -ra $(PYTEST_ARGS)
 
 clean-cache:
 	@echo "remove $(CACHE) by hand if you really mean it"
+
+IMAGE := $(CACHE)/image/scriptrun-runner.oci.tar
+
+image: venv
+	bash hack/build-image.sh $(IMAGE)
+	@echo "runner image archive: $(IMAGE)"
 
 bench-monitor: venv
 	$(BIN)/python hack/bench_monitor.py
