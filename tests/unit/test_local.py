@@ -85,3 +85,18 @@ def test_invalid_manifest_names_the_field(tmp_path: Path) -> None:
     proc = run_cli(tmp_path, scriptrun(spec))
     assert proc.returncode == 2
     assert "spec.retryStrategy.limit" in proc.stderr
+
+
+def test_local_runs_are_measured_by_the_same_sampler(tmp_path: Path) -> None:
+    code = (
+        "import time\nx = b'1' * (100 * 1024 * 1024)\nt = time.process_time()\nwhile time.process_time() - t < 1: pass"
+    )
+    spec = {"script": {"source": code}, "monitor": {"intervalSeconds": 0.1}}
+    proc = run_cli(tmp_path, scriptrun(spec), "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    usage = json.loads(proc.stdout)["status"]["usage"]
+    assert usage["available"] is True and usage["exitCode"] == 0
+    assert usage["memoryMaxMb"] >= 100 and usage["samples"] >= 5
+    assert abs(usage["userTimeSeconds"] + usage["systemTimeSeconds"] - 1.0) <= 0.3
+    text = run_cli(tmp_path, scriptrun(spec))
+    assert "usage: cpu avg" in text.stdout and "memory max" in text.stdout
