@@ -52,9 +52,26 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameters(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"error: -p expects NAME=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _print_object(obj: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(obj, indent=2))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(obj, sort_keys=False))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from scriptrun.local.output import Progress
-    from scriptrun.local.runner import run_local
     from scriptrun.model.manifest import ManifestError, load_documents, parse_object
     from scriptrun.model.scriptrun import ScriptRun
 
@@ -66,22 +83,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ManifestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if len(objects) != 1 or not isinstance(objects[0], ScriptRun):
-        print(f"error: {path}: expected exactly one ScriptRun", file=sys.stderr)
+    if len(objects) != 1:
+        print(f"error: {path}: expected exactly one ScriptRun or Workflow, found {len(objects)}", file=sys.stderr)
         return 2
-    run = objects[0]
-    progress = Progress(run.metadata.name or path.stem, stream=sys.stderr)
-    final = run_local(run, configmaps=configmaps, report=progress.event)
-    result: dict[str, Any] = final.dump()
-    if args.output == "json":
-        print(json.dumps(result, indent=2))
-    elif args.output == "yaml":
-        import yaml
+    obj = objects[0]
+    if isinstance(obj, ScriptRun):
+        return _run_scriptrun(obj, configmaps, args)
+    return _run_workflow(obj, args)
 
-        print(yaml.safe_dump(result, sort_keys=False))
+
+def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespace) -> int:
+    from scriptrun.local.output import Progress
+    from scriptrun.local.runner import run_local
+
+    progress = Progress(run.metadata.name or Path(args.file).stem, stream=sys.stderr)
+    final = run_local(run, configmaps=configmaps, report=progress.event)
+    if args.output in ("json", "yaml"):
+        _print_object(final.dump(), args.output)
     else:
         progress.summary(final)
     return 0 if final.status.phase.value == "Succeeded" else 1
+
+
+def _run_workflow(wf: Any, args: argparse.Namespace) -> int:
+    from scriptrun.engine.dag import PlanError, build_plan
+    from scriptrun.local.wf_output import WorkflowProgress, write_junit
+    from scriptrun.local.workflow import run_workflow_local
+
+    overrides = _parameters(args.parameter)
+    try:
+        plan = build_plan(wf.spec, overrides=overrides)
+    except PlanError as err:
+        print(f"error: {args.file}: invalid Workflow:", file=sys.stderr)
+        for line in err.errors:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    with WorkflowProgress(stream=sys.stderr) as progress:
+        final = run_workflow_local(wf, overrides=overrides, on_change=progress.change, on_event=progress.event)
+    if args.junit:
+        write_junit(final, plan, Path(args.junit))
+    if args.output in ("json", "yaml"):
+        _print_object(final.dump(), args.output)
+    else:
+        progress.summary(final, plan)
+    return 0 if final.status.phase == "Succeeded" else 1
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
@@ -142,9 +187,11 @@ def parser() -> argparse.ArgumentParser:
     mon.add_argument("--start-timeout", type=float, default=None, help="give up waiting for the script after N s")
     mon.set_defaults(func=_cmd_monitor)
 
-    run = sub.add_parser("run", help="run a ScriptRun manifest on this machine (no cluster)")
+    run = sub.add_parser("run", help="run a ScriptRun or Workflow manifest on this machine (no cluster)")
     run.add_argument("file")
     run.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE", help="workflow parameter")
+    run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one test case per task)")
     run.set_defaults(func=_cmd_run)
     return p
 

@@ -72,6 +72,18 @@ def _attempt_from(obs: AttemptObservation, previous: Attempt | None) -> Attempt:
     )
 
 
+def _set_usage(status: ScriptRunStatus, summary: dict[str, object] | None) -> None:
+    """The monitor's summary: outputs go to status.outputs, the rest is usage."""
+    usage = dict(summary or {})
+    outputs = usage.pop("outputs", None)
+    error = usage.pop("outputsError", None)
+    status.usage = usage
+    if isinstance(outputs, dict):
+        status.outputs = {str(k): str(v) for k, v in outputs.items()}
+    if error:
+        status.outputs_error = str(error)
+
+
 def _failure_kind(attempt: Attempt) -> Literal["failure", "error"]:
     return "error" if (attempt.reason or "") in ERROR_REASONS else "failure"
 
@@ -177,7 +189,7 @@ def decide(
         # Finished runs only pick up late usage (the monitor summary can trail the phase).
         attempts, usage = _merge_attempts(status.attempts, observed, expected or set(), now)
         if attempts and usage.get(attempts[-1].attempt) is not None and new.usage is None:
-            new.usage = dict(usage[attempts[-1].attempt] or {})
+            _set_usage(new, usage[attempts[-1].attempt])
         return decision
 
     attempts, usage = _merge_attempts(status.attempts, observed, expected or set(), now)
@@ -197,6 +209,20 @@ def decide(
                         f"attempt {att.attempt} failed: {att.reason}, exit code {att.exit_code}",
                     )
                 )
+
+    terminate = bool(getattr(spec, "terminate", None))
+    last = attempts[-1] if attempts else None
+    if terminate and last is not None and not last.phase.terminal:
+        last = last.model_copy(
+            update={
+                "phase": RunPhase.FAILED,
+                "finish_time": clock.fmt(now),
+                "reason": "Terminated",
+                "message": "stopped: spec.terminate is true",
+            }
+        )
+        attempts[-1] = last
+        decision.actions.append(StopAttempt(last.attempt, last.pod_name, "Terminated"))
 
     # Per-attempt deadline, enforced here too: the kubelet enforces activeDeadlineSeconds, but a
     # node that cannot (or a local process) must still be stopped.
@@ -234,7 +260,9 @@ def decide(
     new.next_attempt_time = None
     fail_reason: str | None = None
 
-    if blocked is not None and (last is None or last.phase.terminal):
+    if terminate and (last is None or last.phase.terminal) and not (last and last.phase == RunPhase.SUCCEEDED):
+        phase, fail_reason, message = RunPhase.FAILED, "Terminated", "stopped: spec.terminate is true"
+    elif blocked is not None and (last is None or last.phase.terminal):
         phase, fail_reason, message = RunPhase.FAILED, blocked.reason, blocked.message
     elif last is None:
         phase, message = RunPhase.PENDING, "starting attempt 1"
@@ -315,6 +343,6 @@ def decide(
         _set_condition(new.conditions, "Complete", ok, reason, message or "", now, gen)
         _set_condition(new.conditions, "Failed", not ok, reason, message or "", now, gen)
         if attempts and usage.get(attempts[-1].attempt) is not None:
-            new.usage = dict(usage[attempts[-1].attempt] or {})
+            _set_usage(new, usage[attempts[-1].attempt])
         events.append(RunEvent("Normal" if ok else "Warning", reason, message or ""))
     return decision

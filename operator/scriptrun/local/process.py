@@ -19,6 +19,7 @@ from scriptrun.engine import clock
 from scriptrun.engine.observe import AttemptObservation
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
 from scriptrun.monitor.launch import rusage_dict, wait_rusage
+from scriptrun.monitor.outputs import collect_outputs
 from scriptrun.monitor.sampler import TreeSampler, own_pids
 
 
@@ -59,6 +60,13 @@ class LocalAttempt:
             )
             self.usage["available"] = True
             self.sampler.close()
+        outputs, error = collect_outputs(self.workdir / "outputs")
+        if outputs is not None or error is not None:
+            self.usage = self.usage if self.usage is not None else {"available": False, "reason": "MonitorDisabled"}
+            if outputs is not None:
+                self.usage["outputs"] = outputs
+            if error is not None:
+                self.usage["outputsError"] = error
 
     def observe(self) -> AttemptObservation:
         self.tick()

@@ -36,6 +36,69 @@ def _resolve_source(run: ScriptRun, configmaps: dict[str, dict[str, Any]]) -> tu
     return str(data[ref.key]), None
 
 
+class LocalRun:
+    """One ScriptRun on this machine, advanced one `step()` at a time (so a workflow can run many)."""
+
+    def __init__(
+        self,
+        run: ScriptRun,
+        *,
+        configmaps: dict[str, dict[str, Any]] | None = None,
+        report: Report | None = None,
+        base_dir: Path | None = None,
+    ) -> None:
+        self.run = run
+        self.report = report
+        self.source, self.blocked = _resolve_source(run, configmaps or {})
+        self.status = run.status.model_copy(deep=True)
+        self.created = clock.utcnow()
+        self.attempts: dict[int, LocalAttempt] = {}
+        self.name = run.metadata.name or "scriptrun"
+        self.base = base_dir or Path(tempfile.mkdtemp(prefix="scriptrun-"))
+        self.wake_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status.phase.terminal
+
+    def terminate(self) -> None:
+        self.run = self.run.model_copy(update={"spec": self.run.spec.model_copy(update={"terminate": True})})
+
+    def step(self) -> None:
+        now = clock.utcnow()
+        observed = {n: a.observe() for n, a in self.attempts.items()}
+        decision = decide(
+            self.run.spec,
+            self.status,
+            observed,
+            now,
+            created=self.created,
+            blocked=self.blocked,
+            deadline_grace_seconds=0.0,
+            attempt_name=lambda n: f"{self.name}-a{n}",
+        )
+        for action in decision.actions:
+            if isinstance(action, StartAttempt):
+                self.attempts[action.attempt] = start_attempt(
+                    spec=self.run.spec,
+                    attempt=action.attempt,
+                    name=f"{self.name}-a{action.attempt}",
+                    source=self.source,
+                    base_dir=self.base,
+                )
+            elif isinstance(action, StopAttempt):
+                self.attempts[action.attempt].killed_reason = action.reason
+                self.attempts[action.attempt].stop(grace=2.0)
+        for event in decision.events:
+            if self.report:
+                self.report(event)
+        self.status = decision.status
+
+    def close(self) -> None:
+        for att in self.attempts.values():
+            att.stop(grace=1.0)
+
+
 def run_local(
     run: ScriptRun,
     *,
@@ -44,49 +107,13 @@ def run_local(
     base_dir: Path | None = None,
 ) -> ScriptRun:
     """Run to completion; returns the run with its final status."""
-    source, blocked = _resolve_source(run, configmaps or {})
-    status = run.status.model_copy(deep=True)
-    created = clock.utcnow()
-    attempts: dict[int, LocalAttempt] = {}
-    name = run.metadata.name or "scriptrun"
-    base = base_dir or Path(tempfile.mkdtemp(prefix="scriptrun-"))
+    local = LocalRun(run, configmaps=configmaps, report=report, base_dir=base_dir)
     try:
         while True:
-            now = clock.utcnow()
-            observed = {n: a.observe() for n, a in attempts.items()}
-            decision = decide(
-                run.spec,
-                status,
-                observed,
-                now,
-                created=created,
-                blocked=blocked,
-                deadline_grace_seconds=0.0,
-                attempt_name=lambda n: f"{name}-a{n}",
-            )
-            for action in decision.actions:
-                if isinstance(action, StartAttempt):
-                    attempts[action.attempt] = start_attempt(
-                        spec=run.spec,
-                        attempt=action.attempt,
-                        name=f"{name}-a{action.attempt}",
-                        source=source,
-                        base_dir=base,
-                    )
-                elif isinstance(action, StopAttempt):
-                    attempts[action.attempt].killed_reason = action.reason
-                    attempts[action.attempt].stop(grace=2.0)
-            for event in decision.events:
-                if report:
-                    report(event)
-            status = decision.status
-            if status.phase.terminal:
+            local.step()
+            if local.done:
                 break
-            wait = POLL_SECONDS
-            if decision.wake_at is not None:
-                wait = min(max(0.0, (decision.wake_at - clock.utcnow()).total_seconds()), POLL_SECONDS)
-            time.sleep(wait)
+            time.sleep(POLL_SECONDS)
     finally:
-        for att in attempts.values():
-            att.stop(grace=1.0)
-    return run.model_copy(update={"status": status})
+        local.close()
+    return run.model_copy(update={"status": local.status})

@@ -148,6 +148,9 @@ class RunTemplate(ApiModel):
 
 
 class ScriptRunSpec(RunTemplate):
+    terminate: bool | None = Field(
+        default=None, description="Stop now: the running attempt is stopped and no retry starts (phase Failed)."
+    )
     ttl_seconds_after_finished: int | None = Field(
         default=None, ge=0, description="Delete the ScriptRun (and its pods) this long after it finished."
     )
@@ -187,6 +190,8 @@ class ScriptRunStatus(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="What the script really used, from the monitor.",
     )
+    outputs: dict[str, str] | None = Field(default=None, description="Output parameters the script wrote.")
+    outputs_error: str | None = Field(default=None, description="Why the outputs could not be collected.")
 
 
 class ScriptRun(ApiModel):

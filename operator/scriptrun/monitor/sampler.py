@@ -256,7 +256,10 @@ class TreeSampler:
         if rusage:
             user = max(user, rusage.get("userTimeSeconds", 0.0))
             system = max(system, rusage.get("systemTimeSeconds", 0.0))
-            rss_max = max(rss_max, rusage.get("maxRssBytes", 0.0))
+            if self.samples == 0:
+                # ru_maxrss also counts the pages a forked child shares with its parent before exec,
+                # so it is only a stand-in when sampling saw nothing
+                rss_max = max(rss_max, rusage.get("maxRssBytes", 0.0))
             faults = max(faults, int(rusage.get("minorFaults", 0) + rusage.get("majorFaults", 0)))
             ctx = max(ctx, int(rusage.get("voluntarySwitches", 0) + rusage.get("involuntarySwitches", 0)))
         wall = elapsed if elapsed is not None else max(0.0, self.clock() - self.started)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptrun.monitor import launch
+from scriptrun.monitor.outputs import collect_outputs
 from scriptrun.monitor.sampler import TreeSampler, own_pids
 from scriptrun.monitor.summary import fit
 
@@ -181,6 +182,11 @@ class Monitor:
         )
         if exit_info is None:
             summary["note"] = "no exit record from the launcher: figures are from sampling only"
+        outputs, error = collect_outputs(self.config.run_dir / "outputs")
+        if outputs is not None:
+            summary["outputs"] = outputs
+        if error is not None:
+            summary["outputsError"] = error
         self.sampler.close()
         with self.lock:
             self.summary = summary

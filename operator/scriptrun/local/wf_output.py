@@ -1,0 +1,134 @@
+"""Workflow progress for `scriptrun run`: a live rich table on a terminal, plain lines otherwise;
+a final table with each task's monitor summary; a JUnit XML report (one test case per task)."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from scriptrun.engine.dag import Plan
+from scriptrun.engine.workflow import WorkflowEvent
+from scriptrun.model.workflow import TaskSummary, Workflow
+
+STYLE = {
+    "Succeeded": "green",
+    "Failed": "red",
+    "Running": "cyan",
+    "Pending": "dim",
+    "Skipped": "yellow",
+    "Omitted": "yellow",
+}
+
+
+def _seconds(duration: str | None) -> float:
+    if not duration:
+        return 0.0
+    total, num = 0.0, ""
+    for ch in duration:
+        if ch.isdigit():
+            num += ch
+        else:
+            total += int(num or 0) * {"h": 3600, "m": 60, "s": 1}.get(ch, 0)
+            num = ""
+    return total
+
+
+def task_table(wf: Workflow, plan: Plan) -> Table:
+    status = wf.status
+    table = Table(title=f"Workflow {wf.metadata.name}: {status.phase} {status.progress or ''}", title_justify="left")
+    for col in ("task", "phase", "attempts", "duration", "exit", "cpu avg %", "mem max MiB", "message"):
+        table.add_column(col)
+    for node_id, node in plan.nodes.items():
+        s = status.tasks.get(node_id) or TaskSummary(phase="Pending")
+        usage = s.usage or {}
+        table.add_row(
+            node.display,
+            f"[{STYLE.get(s.phase, '')}]{s.phase}[/]",
+            str(s.attempts or ""),
+            s.duration or "",
+            "" if s.exit_code is None else str(s.exit_code),
+            str(usage.get("cpuAvgPercent", "")),
+            str(usage.get("memoryMaxMb", "")),
+            (s.message or "")[:60],
+        )
+    return table
+
+
+class WorkflowProgress:
+    def __init__(self, *, stream: TextIO) -> None:
+        self.console = Console(file=stream, highlight=False)
+        self.began = time.monotonic()
+        self.seen: dict[str, str] = {}
+        self.live: Live | None = None
+
+    def __enter__(self) -> WorkflowProgress:
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def change(self, wf: Workflow, plan: Plan) -> None:
+        if self.live is not None:
+            self.live.update(task_table(wf, plan))
+            return
+        elapsed = time.monotonic() - self.began
+        for node_id, summary in wf.status.tasks.items():
+            if self.seen.get(node_id) != summary.phase:
+                self.seen[node_id] = summary.phase
+                extra = f" ({summary.message})" if summary.message and summary.phase != "Succeeded" else ""
+                self.console.print(
+                    f"{elapsed:6.1f}s {plan.nodes[node_id].display} {summary.phase}{extra}", markup=False
+                )
+
+    def event(self, event: WorkflowEvent) -> None:
+        if self.live is None:
+            elapsed = time.monotonic() - self.began
+            self.console.print(f"{elapsed:6.1f}s {event.reason}: {event.message}", markup=False)
+
+    def summary(self, wf: Workflow, plan: Plan) -> None:
+        out = Console(highlight=False)
+        out.print(task_table(wf, plan))
+        out.print(
+            f"phase: {wf.status.phase}  progress: {wf.status.progress}  duration: {wf.status.duration}  "
+            f"message: {wf.status.message}"
+        )
+
+
+def write_junit(wf: Workflow, plan: Plan, path: Path) -> None:
+    status = wf.status
+    suite = ET.Element("testsuite", name=wf.metadata.name or "workflow", tests=str(len(plan.nodes)))
+    failures = skipped = 0
+    total = 0.0
+    for node_id, node in plan.nodes.items():
+        s = status.tasks.get(node_id) or TaskSummary(phase="Pending")
+        seconds = _seconds(s.duration)
+        total += seconds
+        case = ET.SubElement(
+            suite, "testcase", classname=wf.metadata.name or "workflow", name=node.display, time=f"{seconds:.1f}"
+        )
+        if s.phase == "Failed":
+            failures += 1
+            failure = ET.SubElement(case, "failure", message=s.message or "failed", type="TaskFailed")
+            failure.text = f"exit code {s.exit_code}, attempts {s.attempts}"
+        elif s.phase in ("Skipped", "Omitted", "Pending"):
+            skipped += 1
+            ET.SubElement(case, "skipped", message=s.message or s.phase)
+        if s.usage:
+            props = ET.SubElement(case, "properties")
+            for k, v in s.usage.items():
+                ET.SubElement(props, "property", name=k, value=str(v))
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    suite.set("errors", "0")
+    suite.set("time", f"{total:.1f}")
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
