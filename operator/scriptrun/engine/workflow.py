@@ -20,7 +20,7 @@ from scriptrun.model.workflow import TaskSummary, WorkflowSpec, WorkflowStatus, 
 NodePhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped", "Omitted"]
 TERMINAL = ("Succeeded", "Failed", "Skipped", "Omitted")
 DAG_FIELDS = {"name", "dependencies", "depends", "when", "matrix", "outputs", "parameters"}
-HEADLINE = ("executionTimeSeconds", "cpuAvgPercent", "cpuMaxPercent", "memoryMaxMb")
+HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the rest of the usage lives in the child ScriptRun
 
 
 @dataclass(frozen=True)
