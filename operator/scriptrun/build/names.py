@@ -35,3 +35,11 @@ def pod_name(run: str, attempt: int) -> str:
 
 def script_configmap_name(run: str) -> str:
     return fit(f"{run}-script", 253)
+
+
+LABEL_NODE = f"{API_GROUP}/node"
+ANNOTATION_RETRY = f"{API_GROUP}/retry"
+
+
+def child_name(workflow: str, node: str) -> str:
+    return fit(f"{workflow}-{node}", 253)

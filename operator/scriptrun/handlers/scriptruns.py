@@ -17,6 +17,7 @@ from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_confi
 from scriptrun.engine import clock
 from scriptrun.engine.observe import observe_pod
 from scriptrun.engine.run import Blocked, Decision, StartAttempt, StopAttempt, decide
+from scriptrun.handlers import workflows
 from scriptrun.handlers.state import STATE, Key, RunState
 from scriptrun.k8s.api import ApiError
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
@@ -74,11 +75,15 @@ async def scriptrun_event(
         state.bodies.pop(key, None)
         state.expected.pop(key, None)
         state.loop.forget(key)
+        if names.LABEL_WORKFLOW in (body.get("metadata", {}).get("labels") or {}):
+            workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
         return
     incoming = dict(body)
     if not _older(incoming, state.bodies.get(key)):
         state.bodies[key] = incoming
     state.loop.kick(key)
+    if names.LABEL_WORKFLOW in (body.get("metadata", {}).get("labels") or {}):
+        workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
 
 
 def _older(incoming: dict[str, Any], known: dict[str, Any] | None) -> bool:
@@ -129,7 +134,11 @@ async def _start(state: RunState, body: dict[str, Any], spec: RunTemplate, attem
     configmap = build_script_configmap(run, spec)
     if configmap is not None:
         await state.kube.create_configmap(configmap)
-    pod = build_pod(PodInputs(run=run, spec=spec, attempt=attempt, default_image=state.config.default_image))
+    labels = meta.get("labels") or {}
+    extra = tuple((k, labels[k]) for k in (names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE) if k in labels)
+    pod = build_pod(
+        PodInputs(run=run, spec=spec, attempt=attempt, default_image=state.config.default_image, extra_labels=extra)
+    )
     _, created = await state.kube.create_pod(pod)
     state.expected.setdefault((run.namespace, run.name), set()).add(attempt)
     log.info("%s pod %s for %s/%s", "created" if created else "found", pod["metadata"]["name"], run.namespace, run.name)

@@ -9,7 +9,7 @@ import kopf
 
 from scriptrun.build import names
 from scriptrun.handlers.loop import KeyedLoop
-from scriptrun.handlers.state import STATE, OperatorConfig, RunState
+from scriptrun.handlers.state import STATE, OperatorConfig, RunState, WorkflowState
 from scriptrun.k8s.api import Kube, load_config
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     settings.watching.inactivity_timeout = 70
     await load_config()
-    from scriptrun.handlers import scriptruns
+    from scriptrun.handlers import scriptruns, workflows
 
     config = OperatorConfig.from_env()
     STATE.runs = RunState(
         kube=Kube(), config=config, loop=KeyedLoop(scriptruns.reconcile, resync_seconds=config.resync_seconds)
     )
+    STATE.workflows = WorkflowState(loop=KeyedLoop(workflows.reconcile, resync_seconds=config.resync_seconds))
     log.info("scriptrun operator started (default image %s)", config.default_image)
 
 
@@ -39,6 +40,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def shutdown(**_: Any) -> None:
+    if STATE.workflows is not None:
+        await STATE.workflows.loop.close()
     if STATE.runs is not None:
         await STATE.runs.loop.close()
         await STATE.runs.kube.close()

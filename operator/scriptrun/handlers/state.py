@@ -43,10 +43,24 @@ class RunState:
         return list(self.pods_index[key])
 
 
+@dataclass
+class WorkflowState:
+    loop: KeyedLoop
+    bodies: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    expected: dict[Key, set[str]] = field(default_factory=dict)
+    children_index: Any = None
+
+    def children_of(self, key: Key) -> list[dict[str, Any]]:
+        if self.children_index is None or key not in self.children_index:
+            return []
+        return list(self.children_index[key])
+
+
 class Holder:
     """Set at start-up; handlers read it."""
 
     runs: RunState | None = None
+    workflows: WorkflowState | None = None
 
 
 STATE = Holder()

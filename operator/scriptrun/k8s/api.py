@@ -109,6 +109,40 @@ class Kube:
             _content_type="application/merge-patch+json",
         )
 
+    async def create_custom(self, plural: str, body: dict[str, Any]) -> bool:
+        """Create one of our objects; True if created, False if it already existed (409)."""
+        try:
+            await self.custom.create_namespaced_custom_object(
+                API_GROUP, API_VERSION, body["metadata"]["namespace"], plural, body
+            )
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise _refusal(err) or err from None
+
+    async def patch_custom(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        try:
+            await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    async def delete_pods(self, namespace: str, selector: str) -> None:
+        try:
+            await self.core.delete_collection_namespaced_pod(namespace, label_selector=selector)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
         try:
             await self.custom.delete_namespaced_custom_object(

@@ -152,6 +152,7 @@ class WorkflowStatus(ApiModel):
     message: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="Compact per-task summary.")
+    retry_round: int | None = Field(default=None, description="The last retry (scriptrun retry) carried out.")
 
 
 class Workflow(ApiModel):

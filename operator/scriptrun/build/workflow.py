@@ -1,0 +1,51 @@
+"""Workflow -> child ScriptRun, as a plain dict. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scriptrun import API_GROUP, API_VERSION
+from scriptrun.build import names
+from scriptrun.model.scriptrun import RunTemplate
+
+
+@dataclass(frozen=True)
+class WorkflowRef:
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "Workflow",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def child_labels(wf: WorkflowRef, task: str, node: str) -> dict[str, str]:
+    return {
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_WORKFLOW: names.label_value(wf.name),
+        names.LABEL_TASK: names.label_value(task),
+        names.LABEL_NODE: names.label_value(node),
+    }
+
+
+def build_child(wf: WorkflowRef, *, task: str, node: str, template: RunTemplate) -> dict[str, Any]:
+    spec = template.dump()
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "ScriptRun",
+        "metadata": {
+            "name": names.child_name(wf.name, node),
+            "namespace": wf.namespace,
+            "labels": child_labels(wf, task, node),
+            "ownerReferences": [wf.owner_reference()],
+        },
+        "spec": spec,
+    }
