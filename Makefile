@@ -38,7 +38,7 @@ crds: venv
 	$(BIN)/scriptrun crds --write crds --write charts/scriptrun/crds
 
 run: venv
-	$(BIN)/scriptrun run examples/hello-scriptrun.yaml
+	$(BIN)/scriptrun run examples/etl-workflow.yaml
 
 lint: venv
 	$(BIN)/ruff check operator tests

@@ -88,9 +88,12 @@ def main_command(spec: RunTemplate, monitored: bool) -> list[str]:
     return ["python", LAUNCHER, RUN_DIR, "--", *command] if monitored else command
 
 
-def _main_container(spec: RunTemplate, image: str, monitored: bool) -> dict[str, Any]:
+def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int) -> dict[str, Any]:
     command = main_command(spec, monitored)
-    env: list[dict[str, Any]] = [{"name": "SCRIPTRUN_OUTPUTS", "value": OUTPUTS_DIR}]
+    env: list[dict[str, Any]] = [
+        {"name": "SCRIPTRUN_OUTPUTS", "value": OUTPUTS_DIR},
+        {"name": "SCRIPTRUN_ATTEMPT", "value": str(attempt)},
+    ]
     env += [e.dump() for e in spec.env or []]
     container: dict[str, Any] = {
         "name": MAIN_CONTAINER,
@@ -162,7 +165,7 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
         "restartPolicy": "Never",
         "automountServiceAccountToken": bool(spec.automount_service_account_token),
         "enableServiceLinks": False,
-        "containers": [_main_container(spec, image, monitor.enabled)],
+        "containers": [_main_container(spec, image, monitor.enabled, inputs.attempt)],
         "volumes": volumes,
     }
     if monitor.enabled:

@@ -46,7 +46,7 @@ class LocalAttempt:
         now = time.monotonic()
         if self.sampler is not None and now >= self.next_sample:
             self.sampler.sample()
-            self.next_sample = now + self.monitor.interval_seconds
+            self.next_sample = now + self.sampler.next_wait(self.monitor.interval_seconds)
         result = wait_rusage(self.proc.pid, block=False)
         if result is None:
             return

@@ -104,6 +104,10 @@ class TreeSampler:
         self._settled = Totals()  # fixed contributions of processes that are gone
         self._settled_ticks: dict[tuple[int, float], int] = {}  # their last ticks, briefly, for children
 
+    def next_wait(self, interval: float) -> float:
+        """Seconds to the next sample: quick at first (short scripts get measured too), then `interval`."""
+        return min(interval, 0.05) if self.clock() - self.started < 0.5 else interval
+
     @classmethod
     def for_interval(cls, root_pid: int, interval: float, **kwargs: Any) -> TreeSampler:
         """Full reads about once a second, whatever the sampling interval."""
@@ -253,13 +257,15 @@ class TreeSampler:
         rss_max = float(self.rss_max)
         faults = totals.faults
         ctx = totals.ctx
+        rusage_memory = False
         if rusage:
             user = max(user, rusage.get("userTimeSeconds", 0.0))
             system = max(system, rusage.get("systemTimeSeconds", 0.0))
-            if self.samples == 0:
+            if self.samples == 0 and rusage.get("maxRssBytes"):
                 # ru_maxrss also counts the pages a forked child shares with its parent before exec,
-                # so it is only a stand-in when sampling saw nothing
-                rss_max = max(rss_max, rusage.get("maxRssBytes", 0.0))
+                # so it is only a stand-in when sampling saw nothing, and it says so
+                rss_max = max(rss_max, rusage["maxRssBytes"])
+                rusage_memory = True
             faults = max(faults, int(rusage.get("minorFaults", 0) + rusage.get("majorFaults", 0)))
             ctx = max(ctx, int(rusage.get("voluntarySwitches", 0) + rusage.get("involuntarySwitches", 0)))
         wall = elapsed if elapsed is not None else max(0.0, self.clock() - self.started)
@@ -291,6 +297,8 @@ class TreeSampler:
             out["success"] = exit_code == 0
         if self.samples == 0:
             out["note"] = "the script exited before the first sample; CPU and memory come from rusage only"
+        if rusage_memory:
+            out["memorySource"] = "rusage"
         return out
 
 

@@ -165,7 +165,8 @@ class Monitor:
                 gone_since = gone_since or time.monotonic()
                 if time.monotonic() - gone_since > 2 * self.config.interval + 0.5:
                     break  # no launcher (command mode) or it was killed: the tree is gone
-            self.stop.wait(max(0.0, self.config.interval - (time.monotonic() - tick_started)))
+            wait = sampler.next_wait(self.config.interval)
+            self.stop.wait(max(0.0, wait - (time.monotonic() - tick_started)))
         self.finish(started, exit_info)
         if not self.config.exit_when_done:
             self.stop.wait()
