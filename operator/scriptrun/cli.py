@@ -193,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE", help="workflow parameter")
     run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one test case per task)")
     run.set_defaults(func=_cmd_run)
+    from scriptrun.cli_cluster import add_commands
+
+    add_commands(sub)
     return p
 
 

@@ -1,0 +1,213 @@
+"""`scriptrun submit|get|logs|retry|stop|suspend|resume`: the cluster side of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # rich is imported when a command runs: `scriptrun monitor` stays small
+    from rich.console import Console
+
+TERMINAL = ("Succeeded", "Failed", "Error")
+
+
+def _render(obj: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    meta, status = obj["metadata"], obj.get("status") or {}
+    kind = obj["kind"]
+    console.print(
+        f"[bold]{kind} {meta['namespace']}/{meta['name']}[/]  phase: {status.get('phase', 'Pending')}  "
+        f"{'progress: ' + status['progress'] + '  ' if status.get('progress') else ''}"
+        f"duration: {status.get('duration', '-')}"
+    )
+    if status.get("message"):
+        console.print(f"message: {status['message']}")
+    table = Table(show_edge=False)
+    if kind == "Workflow":
+        for col in ("task", "phase", "attempts", "duration", "exit", "cpu avg %", "mem max MiB", "message"):
+            table.add_column(col)
+        for name, t in (status.get("tasks") or {}).items():
+            usage = t.get("usage") or {}
+            table.add_row(
+                name,
+                t.get("phase", ""),
+                str(t.get("attempts", "")),
+                t.get("duration", ""),
+                str(t.get("exitCode", "")),
+                str(usage.get("cpuAvgPercent", "")),
+                str(usage.get("memoryMaxMb", "")),
+                (t.get("message") or "")[:70],
+            )
+    else:
+        for col in ("attempt", "pod", "phase", "exit", "reason", "started", "finished"):
+            table.add_column(col)
+        for a in status.get("attempts") or []:
+            table.add_row(
+                str(a.get("attempt")),
+                a.get("podName", ""),
+                a.get("phase", ""),
+                str(a.get("exitCode", "")),
+                a.get("reason", ""),
+                a.get("startTime", ""),
+                a.get("finishTime", ""),
+            )
+    console.print(table)
+    usage = status.get("usage")
+    if kind == "ScriptRun" and usage and usage.get("available"):
+        console.print(
+            f"usage: cpu avg {usage.get('cpuAvgPercent')}%  memory max {usage.get('memoryMaxMb')} MiB  "
+            f"samples {usage.get('samples')}"
+        )
+
+
+def _output(obj: dict[str, Any], fmt: str, console: Console) -> None:
+    if fmt == "json":
+        print(json.dumps(obj, indent=2))
+    elif fmt == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(obj, sort_keys=False))
+    else:
+        _render(obj, console)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from scriptrun.k8s.cli_client import CliError, ClusterClient
+
+    console = Console(highlight=False)
+    cluster, default_ns = await ClusterClient.connect()
+    ns = args.namespace or default_ns
+    try:
+        if args.command == "submit":
+            return await _submit(cluster, ns, args, console)
+        obj = await cluster.find(ns, args.name)
+        if args.command == "get":
+            _output(obj, args.output, console)
+        elif args.command == "logs":
+            await _logs(cluster, ns, obj, args.task, console)
+        elif args.command == "retry":
+            if obj["kind"] != "Workflow":
+                raise CliError("retry works on Workflows (a ScriptRun retries by its retryStrategy)")
+            if (obj.get("status") or {}).get("phase") != "Failed":
+                raise CliError(f"{args.name} has not failed: nothing to retry")
+            round_ = int((obj.get("status") or {}).get("retryRound") or 0) + 1
+            await cluster.patch(ns, obj, {"metadata": {"annotations": {"scriptrun.dev/retry": str(round_)}}})
+            console.print(f"workflow {args.name}: retry {round_} requested (failed tasks run again)")
+        elif args.command == "stop":
+            if obj["kind"] == "Workflow":
+                mode = "Terminate" if args.terminate else "Stop"
+                await cluster.patch(ns, obj, {"spec": {"shutdown": mode}})
+                console.print(f"workflow {args.name}: shutdown {mode}")
+            else:
+                await cluster.patch(ns, obj, {"spec": {"terminate": True}})
+                console.print(f"scriptrun {args.name}: terminating")
+        elif args.command in ("suspend", "resume"):
+            if obj["kind"] != "Workflow":
+                raise CliError("suspend/resume work on Workflows")
+            await cluster.patch(ns, obj, {"spec": {"suspend": args.command == "suspend"}})
+            console.print(f"workflow {args.name}: {'suspended' if args.command == 'suspend' else 'resumed'}")
+        return 0
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        await cluster.close()
+
+
+async def _submit(cluster: Any, ns: str, args: argparse.Namespace, console: Console) -> int:
+    from scriptrun.model.manifest import ManifestError, load_documents, parse_object
+
+    try:
+        docs = load_documents(Path(args.file))
+        for doc in docs:
+            if doc.get("kind") in ("Workflow", "ScriptRun"):
+                parse_object(doc, args.file)  # refuse locally what the API server would refuse
+    except ManifestError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    main: dict[str, Any] | None = None
+    for doc in docs:
+        created = await cluster.create(ns, doc)
+        console.print(f"{doc['kind'].lower()}/{created['metadata']['name']} created")
+        if doc.get("kind") in ("Workflow", "ScriptRun"):
+            main = created
+    if not args.watch or main is None:
+        return 0
+    seen: dict[str, str] = {}
+    while True:
+        obj = await cluster.find(ns, main["metadata"]["name"], main["kind"])
+        status = obj.get("status") or {}
+        for name, t in (status.get("tasks") or {}).items():
+            if seen.get(name) != t.get("phase"):
+                seen[name] = t.get("phase")
+                console.print(f"  {name}: {t.get('phase')}")
+        if status.get("phase") in TERMINAL:
+            _render(obj, console)
+            return 0 if status["phase"] == "Succeeded" else 1
+        await asyncio.sleep(1)
+
+
+async def _logs(cluster: Any, ns: str, obj: dict[str, Any], task: str | None, console: Console) -> None:
+    from scriptrun.k8s.cli_client import CliError
+
+    runs = [obj]
+    if obj["kind"] == "Workflow":
+        children = await cluster.list_children(ns, obj["metadata"]["name"])
+        if task:
+            children = [
+                c
+                for c in children
+                if c["metadata"]["labels"].get("scriptrun.dev/task") == task
+                or c["metadata"]["labels"].get("scriptrun.dev/node") == task
+            ]
+            if not children:
+                raise CliError(f"no task {task!r} has run in workflow {obj['metadata']['name']}")
+        runs = sorted(children, key=lambda c: c["metadata"]["name"])
+    for run in runs:
+        attempts = (run.get("status") or {}).get("attempts") or []
+        if not attempts:
+            continue
+        pod = attempts[-1]["podName"]
+        console.print(f"[bold]==> {run['metadata']['name']} ({pod})[/]")
+        print(await cluster.logs(ns, pod), end="")
+
+
+def add_commands(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-n", "--namespace", help="namespace (default: the current context's)")
+        p.set_defaults(func=run_cluster_command)
+
+    p = sub.add_parser("submit", help="create a Workflow or ScriptRun in the cluster")
+    p.add_argument("-f", "--file", required=True)
+    p.add_argument("--watch", action="store_true", help="follow it until it finishes (exit 0 if it succeeded)")
+    common(p)
+    p = sub.add_parser("get", help="show a Workflow or ScriptRun")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    common(p)
+    p = sub.add_parser("logs", help="print the script's log (every task's, or one with --task)")
+    p.add_argument("name")
+    p.add_argument("--task")
+    common(p)
+    p = sub.add_parser("retry", help="run a failed Workflow's failed tasks again (successful ones are kept)")
+    p.add_argument("name")
+    common(p)
+    p = sub.add_parser("stop", help="stop a Workflow (running tasks finish, exit handlers run) or a ScriptRun")
+    p.add_argument("name")
+    p.add_argument("--terminate", action="store_true", help="stop now: running tasks are killed, no exit handlers")
+    common(p)
+    for verb in ("suspend", "resume"):
+        p = sub.add_parser(verb, help=f"{verb} a Workflow (no new task starts while suspended)")
+        p.add_argument("name")
+        common(p)
+
+
+def run_cluster_command(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))
