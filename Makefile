@@ -15,7 +15,7 @@ export SCRIPTRUN_CACHE := $(CACHE)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv bins crds run test test-unit test-controlplane lint bench bench-monitor image clean-cache
+.PHONY: help venv bins crds run test test-unit test-controlplane lint bench bench-monitor bench-dag image clean-cache
 help:
 	@echo "make run    - install and run examples/hello-scriptrun.yaml locally (no cluster)"
 	@echo "make test   - lint, type-check, unit and control-plane tests (builds what is missing)"
@@ -66,4 +66,7 @@ image: venv
 bench-monitor: venv
 	$(BIN)/python hack/bench_monitor.py
 
-bench: bench-monitor
+bench-dag: venv bins
+	$(BIN)/python hack/bench_dag.py
+
+bench: bench-monitor bench-dag

@@ -30,6 +30,7 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def _cmd_operator(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import os
 
     import kopf
 
@@ -40,7 +41,24 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     )
     logging.getLogger("kopf").setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    if os.environ.get("SCRIPTRUN_LOG_LEVEL"):
+        logging.getLogger("scriptrun").setLevel(os.environ["SCRIPTRUN_LOG_LEVEL"])
     namespaces = args.namespace or []
+    profile_path = os.environ.get("SCRIPTRUN_PROFILE")  # for benchmarks: cProfile the whole operator
+    if profile_path:
+        import atexit
+        import cProfile
+        import signal
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        atexit.register(lambda: profiler.dump_stats(profile_path))
+
+        def dump_and_exit(*_: object) -> None:
+            profiler.dump_stats(profile_path)
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, dump_and_exit)
     asyncio.run(
         kopf.operator(
             standalone=True,

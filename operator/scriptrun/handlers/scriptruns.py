@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable
 from datetime import datetime, timedelta
@@ -53,12 +54,25 @@ async def pods_by_run(body: kopf.Body, namespace: str | None, **_: Any) -> dict[
 
 
 @kopf.on.event("pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
-async def pod_event(body: kopf.Body, namespace: str | None, **kwargs: Any) -> None:
+async def pod_event(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str | None, **kwargs: Any
+) -> None:
     state = STATE.runs
     owner = _owner_run(body)
     if state is None or owner is None or namespace is None:
         return
     state.pods_index = kwargs["pods_by_run"]
+    # Only what the run's state machine reads wakes it: phase, reason, deletion. A pod sees several
+    # updates (scheduled, conditions, IPs) that change none of these.
+    pod_key = (namespace, name or "")
+    status = body.get("status") or {}
+    signature = (status.get("phase"), status.get("reason"), bool(body.get("metadata", {}).get("deletionTimestamp")))
+    if event.get("type") == "DELETED":
+        state.pod_signatures.pop(pod_key, None)
+    elif state.pod_signatures.get(pod_key) == signature:
+        return
+    else:
+        state.pod_signatures[pod_key] = signature
     state.loop.kick((namespace, owner))
 
 
@@ -74,16 +88,25 @@ async def scriptrun_event(
     if event.get("type") == "DELETED":
         state.bodies.pop(key, None)
         state.expected.pop(key, None)
+        state.child_phases.pop(key, None)
         state.loop.forget(key)
         if names.LABEL_WORKFLOW in (body.get("metadata", {}).get("labels") or {}):
             workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
         return
     incoming = dict(body)
-    if not _older(incoming, state.bodies.get(key)):
+    known = state.bodies.get(key)
+    echo = known is not None and known.get("metadata", {}).get("resourceVersion") == incoming["metadata"].get(
+        "resourceVersion"
+    )
+    if not _older(incoming, known):
         state.bodies[key] = incoming
-    state.loop.kick(key)
+    if not echo:  # the echo of our own status patch: that state was reconciled from already
+        state.loop.kick(key)
     if names.LABEL_WORKFLOW in (body.get("metadata", {}).get("labels") or {}):
-        workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
+        phase = (incoming.get("status") or {}).get("phase")
+        if state.child_phases.get(key) != phase:  # the parent reads children's phases (and results)
+            state.child_phases[key] = phase
+            workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
 
 
 def _older(incoming: dict[str, Any], known: dict[str, Any] | None) -> bool:
@@ -132,14 +155,16 @@ async def _start(state: RunState, body: dict[str, Any], spec: RunTemplate, attem
     meta = body["metadata"]
     run = RunRef(meta["name"], meta["namespace"], meta["uid"])
     configmap = build_script_configmap(run, spec)
-    if configmap is not None:
-        await state.kube.create_configmap(configmap)
     labels = meta.get("labels") or {}
     extra = tuple((k, labels[k]) for k in (names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE) if k in labels)
     pod = build_pod(
         PodInputs(run=run, spec=spec, attempt=attempt, default_image=state.config.default_image, extra_labels=extra)
     )
-    _, created = await state.kube.create_pod(pod)
+    # the pod may exist before its ConfigMap (the kubelet waits for it): create both at once
+    if configmap is not None:
+        created = (await asyncio.gather(state.kube.create_configmap(configmap), state.kube.create_pod(pod)))[1]
+    else:
+        created = await state.kube.create_pod(pod)
     state.expected.setdefault((run.namespace, run.name), set()).add(attempt)
     log.info("%s pod %s for %s/%s", "created" if created else "found", pod["metadata"]["name"], run.namespace, run.name)
 
@@ -148,6 +173,7 @@ async def reconcile(key: Hashable) -> datetime | None:
     """Drive one ScriptRun a step; returns when to look again (None: only on events)."""
     state = STATE.runs
     assert state is not None and isinstance(key, tuple)
+    log.debug("run reconcile %s", key)
     body = state.bodies.get(key)
     if body is None or body.get("metadata", {}).get("deletionTimestamp"):
         return None
@@ -198,11 +224,12 @@ async def reconcile(key: Hashable) -> datetime | None:
     new = decision.status.dump()
     patch = merge_patch(old, new)
     if patch:
+        log.debug("run %s status -> %s", name, decision.status.phase.value)
         updated = await state.kube.patch_status(PLURAL, namespace, name, patch)
         if key in state.bodies:
             state.bodies[key] = updated
     for event in decision.events:
-        await state.kube.post_event(body, event.type, event.reason, event.message, now)
+        state.kube.event(body, event.type, event.reason, event.message, now)
 
     final = decision.status
     if final.phase.terminal:

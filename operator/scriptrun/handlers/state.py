@@ -36,6 +36,8 @@ class RunState:
     bodies: dict[Key, dict[str, Any]] = field(default_factory=dict)
     expected: dict[Key, set[int]] = field(default_factory=dict)
     pods_index: Any = None
+    pod_signatures: dict[Key, tuple[Any, ...]] = field(default_factory=dict)
+    child_phases: dict[Key, Any] = field(default_factory=dict)
 
     def pods_of(self, key: Key) -> list[dict[str, Any]]:
         if self.pods_index is None or key not in self.pods_index:

@@ -3,6 +3,7 @@ creates, stops, patches. Level-triggered: status is recomputed from the children
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Hashable
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from scriptrun.model.workflow import WorkflowSpec, WorkflowStatus
 log = logging.getLogger(__name__)
 PLURAL = "workflows"
 CHILD_PLURAL = "scriptruns"
+CREATE_CONCURRENCY = 20
 _plans: dict[tuple[str, int], Plan | PlanError] = {}
 
 
@@ -84,6 +86,8 @@ async def workflow_event(
         return
     incoming = dict(body)
     known = state.bodies.get(key)
+    if known is not None and known["metadata"].get("resourceVersion") == incoming["metadata"].get("resourceVersion"):
+        return  # the echo of our own status patch
     try:
         stale = known is not None and int(incoming["metadata"]["resourceVersion"]) < int(
             known["metadata"]["resourceVersion"]
@@ -136,6 +140,7 @@ def _fail_status(status: WorkflowStatus, reason: str, message: str, now: datetim
 
 
 async def reconcile(key: Hashable) -> datetime | None:
+    log.debug("workflow reconcile %s", key)
     state = STATE.workflows
     runs = STATE.runs
     assert state is not None and runs is not None and isinstance(key, tuple)
@@ -162,7 +167,7 @@ async def reconcile(key: Hashable) -> datetime | None:
     plan = _plan(meta["uid"], gen, spec)
     if isinstance(plan, PlanError):
         if status.phase != "Failed":
-            await runs.kube.post_event(body, "Warning", "InvalidWorkflow", "; ".join(plan.errors))
+            runs.kube.event(body, "Warning", "InvalidWorkflow", "; ".join(plan.errors))
         new = _fail_status(status, "InvalidWorkflow", "; ".join(plan.errors), now, gen)
         await _write(state, key, body, old, new.dump())
         return None
@@ -204,20 +209,26 @@ async def reconcile(key: Hashable) -> datetime | None:
         expected=expected,
     )
     ref = WorkflowRef(name, namespace, meta["uid"])
-    for start in decision.start:
-        child = build_child(ref, task=plan.nodes[start.node].task, node=start.node, template=start.template)
-        try:
-            await runs.kube.create_custom(CHILD_PLURAL, child)
-            expected.add(start.node)
-        except ApiError as err:
-            log.warning("child %s refused: %s", child["metadata"]["name"], err)
-            await runs.kube.post_event(body, "Warning", "ChildRefused", f"{start.node}: {err.message}")
+    gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+    async def create(node: str, template: Any) -> None:
+        child = build_child(ref, task=plan.nodes[node].task, node=node, template=template)
+        async with gate:
+            try:
+                await runs.kube.create_custom(CHILD_PLURAL, child)
+                expected.add(node)
+                log.debug("created child %s", child["metadata"]["name"])
+            except ApiError as err:
+                log.warning("child %s refused: %s", child["metadata"]["name"], err)
+                runs.kube.event(body, "Warning", "ChildRefused", f"{node}: {err.message}")
+
+    await asyncio.gather(*(create(s.node, s.template) for s in decision.start))
     for stop in decision.stop:
         for running in (c for c in children if c["node"] == stop.node and not c["terminate"]):
             await runs.kube.patch_custom(CHILD_PLURAL, namespace, running["name"], {"spec": {"terminate": True}})
     await _write(state, key, body, old, decision.status.dump())
     for event in decision.events:
-        await runs.kube.post_event(body, event.type, event.reason, event.message, now)
+        runs.kube.event(body, event.type, event.reason, event.message, now)
     await _pod_gc(spec, decision.status, children, namespace, name)
     final = decision.status
     if final.phase in ("Succeeded", "Failed"):
@@ -257,7 +268,7 @@ async def _retry(
     new.message = f"retry {round_}: {len(status.tasks) - len(keep)} tasks run again"
     new.conditions = [c for c in new.conditions if c.type not in ("Completed", "Failed")]
     state.expected.pop(key, None)
-    await runs.kube.post_event(body, "Normal", "WorkflowRetry", new.message, now)
+    runs.kube.event(body, "Normal", "WorkflowRetry", new.message, now)
     return new
 
 

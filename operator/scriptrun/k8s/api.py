@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,29 @@ async def load_config() -> None:
         await config.load_kube_config()
 
 
+class Background:
+    """A bounded set of fire-and-forget coroutines (Events); dropped, with a log line, when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def put(self, coro: Any) -> None:
+        if len(self.tasks) >= self.limit:
+            coro.close()
+            log.warning("event queue full: an Event was dropped")
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=5)
+        for task in list(self.tasks):
+            task.cancel()
+
+
 class Kube:
     """The operator's API access. Every method returns plain dicts."""
 
@@ -52,35 +76,44 @@ class Kube:
         self.api_client = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.events = Background(limit=10000)
 
     async def close(self) -> None:
+        await self.events.close()
         await self.api_client.close()
+
+    def event(self, obj: dict[str, Any], etype: str, reason: str, message: str, now: datetime | None = None) -> None:
+        """Queue an Event: posted in the background, off the reconcile's critical path."""
+        self.events.put(self.post_event(obj, etype, reason, message, now))
 
     def _dict(self, obj: Any) -> dict[str, Any]:
         data = self.api_client.sanitize_for_serialization(obj)
         assert isinstance(data, dict)
         return data
 
-    async def create_pod(self, pod: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-        """Create a pod; returns (object, created). A 409 means it is already there: (None, False)."""
-        ns = pod["metadata"]["namespace"]
+    async def _create_raw(self, call: Any, namespace: str, body: dict[str, Any]) -> bool:
+        """POST without turning the answer into client models (the operator never reads it back, and
+        that deserialisation was a large share of its CPU). True if created, False on 409."""
+        resp = await call(namespace, body, _preload_content=False)
         try:
-            created = await self.core.create_namespaced_pod(ns, pod)  # type: ignore[arg-type]
-            return self._dict(created), True
-        except ApiException as err:
-            if err.status == 409:
-                return None, False
-            raise _refusal(err) or err from None
+            raw = await resp.read()
+        finally:
+            resp.release()
+        if 200 <= resp.status < 300:
+            return True
+        if resp.status == 409:
+            return False
+        err = ApiException(status=resp.status, reason=resp.reason)
+        err.body = raw.decode(errors="replace")
+        raise _refusal(err) or err
+
+    async def create_pod(self, pod: dict[str, Any]) -> bool:
+        """Create a pod; True if created, False if it is already there (409)."""
+        return await self._create_raw(self.core.create_namespaced_pod, pod["metadata"]["namespace"], pod)
 
     async def create_configmap(self, cm: dict[str, Any]) -> bool:
         """Create a ConfigMap; True if created, False if it already existed."""
-        try:
-            await self.core.create_namespaced_config_map(cm["metadata"]["namespace"], cm)  # type: ignore[arg-type]
-            return True
-        except ApiException as err:
-            if err.status == 409:
-                return False
-            raise _refusal(err) or err from None
+        return await self._create_raw(self.core.create_namespaced_config_map, cm["metadata"]["namespace"], cm)
 
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -181,6 +214,6 @@ class Kube:
             "count": 1,
         }
         try:
-            await self.core.create_namespaced_event(meta.get("namespace"), event)  # type: ignore[arg-type]
-        except ApiException as err:
-            log.warning("could not post event %s on %s: %s", reason, meta.get("name"), err.reason)
+            await self._create_raw(self.core.create_namespaced_event, meta.get("namespace"), event)
+        except (ApiException, ApiError) as err:
+            log.warning("could not post event %s on %s: %s", reason, meta.get("name"), err)

@@ -1,0 +1,137 @@
+"""DAG benchmark (`make bench-dag`): the real operator against the real control plane, kwok pods that
+complete at once. Makespan and per-task operator overhead for (a) 200 independent tasks, (b) a
+1000-task layered DAG (10 layers x 100), (c) a 100-task chain; the operator's CPU seconds and peak
+RSS over each. Targets (workflow issue): (b) under 120 s; per-task overhead under 50 ms in (c);
+operator RSS under 250 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.controlplane import KWOK_STAGES, ControlPlane  # noqa: E402
+from tests.support.operator import OperatorProcess  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    now = peak = 0.0
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                now = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return now, peak
+
+
+def task(name: str, deps: list[str] | None = None) -> dict[str, Any]:
+    t: dict[str, Any] = {"name": name, "script": {"source": "print(1)"}}
+    if deps:
+        t["dependencies"] = deps
+    return t
+
+
+def scenarios() -> dict[str, list[dict[str, Any]]]:
+    layered = []
+    for layer in range(10):
+        for i in range(100):
+            deps = [f"l{layer - 1}-t{j}" for j in (i, (i + 1) % 100)] if layer else None
+            layered.append(task(f"l{layer}-t{i}", deps))
+    return {
+        "a: 200 independent": [task(f"t{i}") for i in range(200)],
+        "b: 1000 layered (10x100)": layered,
+        "c: 100-task chain": [task("c0")] + [task(f"c{i}", [f"c{i - 1}"]) for i in range(1, 100)],
+    }
+
+
+def run(cp: ControlPlane, op: OperatorProcess, label: str, tasks: list[dict[str, Any]], ns: str,
+        timeout: float) -> dict[str, Any]:
+    name = "bench-" + label.split(":")[0]
+    assert op.popen is not None
+    pid = op.popen.pid
+    cpu0 = cpu_seconds(pid)
+    wf = {"apiVersion": "scriptrun.dev/v1alpha1", "kind": "Workflow", "metadata": {"name": name, "namespace": ns},
+          "spec": {"tasks": tasks, "podGC": {"strategy": "OnWorkflowCompletion"}}}
+    start = time.monotonic()
+    cp.request("POST", f"/apis/scriptrun.dev/v1alpha1/namespaces/{ns}/workflows", wf)
+    peak = 0.0
+    status: dict[str, Any] = {}
+    while time.monotonic() - start < timeout:
+        status = cp.request("GET", f"/apis/scriptrun.dev/v1alpha1/namespaces/{ns}/workflows/{name}").get(
+            "status") or {}
+        peak = max(peak, rss_mib(pid)[0])
+        if status.get("phase") in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.25)
+    makespan = time.monotonic() - start
+    size = len(json.dumps(status))
+    return {
+        "scenario": label, "tasks": len(tasks), "phase": status.get("phase", "timeout"),
+        "makespan_s": makespan, "per_task_ms": 1000 * makespan / len(tasks),
+        "operator_cpu_s": cpu_seconds(pid) - cpu0, "operator_rss_peak_mib": peak,
+        "status_kib": size / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--only", help="substring of a scenario name")
+    parser.add_argument("--profile", help="write a cProfile of the operator to this file")
+    parser.add_argument("--keep-log", help="copy the operator's log here")
+    args = parser.parse_args()
+    cp = ControlPlane.create(extra_stages=[KWOK_STAGES / "scriptrun-pod-autocomplete.yaml"])
+    cp.start(crds=ROOT / "crds")
+    env = {"SCRIPTRUN_RESYNC_SECONDS": "60", "SCRIPTRUN_LOG_LEVEL": os.environ.get("SCRIPTRUN_LOG_LEVEL", "INFO")}
+    if args.profile:
+        env["SCRIPTRUN_PROFILE"] = args.profile
+    op = OperatorProcess(cp, extra_env=env).start()
+    rows = []
+    try:
+        for i, (label, tasks) in enumerate(scenarios().items()):
+            if args.only and args.only not in label:
+                continue
+            ns = f"bench-{i}"
+            cp.kubectl("create", "namespace", ns)
+            rows.append(run(cp, op, label, tasks, ns, args.timeout))
+            print(json.dumps(rows[-1]), flush=True)
+        assert op.popen is not None
+        hwm = rss_mib(op.popen.pid)[1]
+    finally:
+        op.stop()
+        if args.keep_log:
+            Path(args.keep_log).write_text(op.log.read_text())
+        cp.stop()
+    print()
+    print(f"{'scenario':<26} {'tasks':>5} {'phase':>9} {'makespan s':>10} {'per task ms':>11} {'op CPU s':>9} "
+          f"{'op RSS MiB':>10} {'status KiB':>10}")
+    for r in rows:
+        print(f"{r['scenario']:<26} {r['tasks']:>5} {r['phase']:>9} {r['makespan_s']:>10.1f} {r['per_task_ms']:>11.1f} "
+              f"{r['operator_cpu_s']:>9.1f} {r['operator_rss_peak_mib']:>10.0f} {r['status_kib']:>10.1f}")
+    by = {r["scenario"][0]: r for r in rows}
+    if "b" in by:
+        print(f"target (b) < 120 s: {by['b']['makespan_s']:.1f} s ({'met' if by['b']['makespan_s'] < 120 else 'NOT met'})")
+    if "c" in by:
+        print(f"target (c) per-task overhead < 50 ms: {by['c']['per_task_ms']:.1f} ms "
+              f"({'met' if by['c']['per_task_ms'] < 50 else 'NOT met'})")
+    print(f"target operator RSS < 250 MiB: peak {hwm:.0f} MiB ({'met' if hwm < 250 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
