@@ -41,8 +41,8 @@ run: venv
 	$(BIN)/scriptrun run examples/etl-workflow.yaml
 
 lint: venv
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
 
 test-unit: venv
