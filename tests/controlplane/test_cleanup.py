@@ -22,3 +22,16 @@ def test_deleting_a_running_run_deletes_pods_and_configmap(kube: Kube) -> None:
     kube.delete("scriptrun", "doomed")
     kube.wait("pods collected", lambda: kube.list("pods") == [], timeout=30)
     kube.wait("configmap collected", lambda: kube.get("configmap", "doomed-script") is None, timeout=30)
+
+
+def test_a_run_created_again_under_the_same_name_does_not_adopt_old_pods(kube: Kube) -> None:
+    kube.apply(scriptrun("reborn", {}, {EXIT: "7"}))
+    kube.wait_phase("reborn", "Failed")
+    old = kube.get("scriptrun", "reborn")
+    assert old is not None
+    kube.cluster.kubectl("-n", kube.ns, "delete", "scriptrun/reborn", "--wait=true")
+    kube.apply(scriptrun("reborn", {}, {EXIT: "0"}))  # at once: the old pod may not be collected yet
+    status = kube.wait_phase("reborn", "Succeeded", timeout=60)
+    assert [a["exitCode"] for a in status["attempts"]] == [0]
+    pod = kube.get("pod", "reborn-a1")
+    assert pod is not None and pod["metadata"]["ownerReferences"][0]["uid"] != old["metadata"]["uid"]

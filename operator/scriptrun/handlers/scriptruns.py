@@ -27,11 +27,16 @@ log = logging.getLogger(__name__)
 PLURAL = "scriptruns"
 
 
-def _owner_run(body: kopf.Body | dict[str, Any]) -> str | None:
+def _owner_ref(body: kopf.Body | dict[str, Any]) -> dict[str, Any] | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == "ScriptRun" and ref.get("controller"):
-            return str(ref.get("name"))
+            return dict(ref)
     return None
+
+
+def _owner_run(body: kopf.Body | dict[str, Any]) -> str | None:
+    ref = _owner_ref(body)
+    return str(ref["name"]) if ref else None
 
 
 @kopf.index("pods", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY})
@@ -47,6 +52,9 @@ async def pods_by_run(body: kopf.Body, namespace: str | None, **_: Any) -> dict[
                 "name": meta.get("name"),
                 "labels": dict(meta.get("labels") or {}),
                 "deletionTimestamp": meta.get("deletionTimestamp"),
+                # a run deleted and created again under the same name must not adopt its
+                # predecessor's pods (garbage collection removes them a little later)
+                "ownerUid": (_owner_ref(body) or {}).get("uid"),
             },
             "status": dict(body.get("status") or {}),
         }
@@ -151,6 +159,10 @@ async def _check_inputs(state: RunState, namespace: str, spec: RunTemplate) -> B
     return None
 
 
+class NameTaken(Exception):
+    """The deterministic pod name is still held by a predecessor's pod."""
+
+
 async def _start(state: RunState, body: dict[str, Any], spec: RunTemplate, attempt: int) -> None:
     meta = body["metadata"]
     run = RunRef(meta["name"], meta["namespace"], meta["uid"])
@@ -165,6 +177,12 @@ async def _start(state: RunState, body: dict[str, Any], spec: RunTemplate, attem
         created = (await asyncio.gather(state.kube.create_configmap(configmap), state.kube.create_pod(pod)))[1]
     else:
         created = await state.kube.create_pod(pod)
+    if not created:
+        existing = await state.kube.get_pod(run.namespace, pod["metadata"]["name"])
+        owner = (_owner_ref(existing) or {}).get("uid") if existing else run.uid
+        if owner != run.uid:  # a deleted predecessor's pod holds the name: remove it, try again soon
+            await state.kube.delete_pod(run.namespace, pod["metadata"]["name"], grace_seconds=0)
+            raise NameTaken(pod["metadata"]["name"])
     state.expected.setdefault((run.namespace, run.name), set()).add(attempt)
     log.info("%s pod %s for %s/%s", "created" if created else "found", pod["metadata"]["name"], run.namespace, run.name)
 
@@ -184,7 +202,11 @@ async def reconcile(key: Hashable) -> datetime | None:
     status = _status(body)
     monitor = getattr(spec, "monitor", None) or MonitorSpec()
     observed = {}
+    mine: list[dict[str, Any]] = []
+    stale: list[dict[str, Any]] = []
     for pod in state.pods_of(key):
+        (mine if pod["metadata"].get("ownerUid") == meta.get("uid") else stale).append(pod)
+    for pod in mine:
         try:
             number = int(pod["metadata"]["labels"].get(names.LABEL_ATTEMPT, ""))
         except ValueError:
@@ -210,10 +232,17 @@ async def reconcile(key: Hashable) -> datetime | None:
         )
 
     decision = decide_now(blocked)
+    stale_names = {p["metadata"]["name"] for p in stale}
     for action in decision.actions:
+        if isinstance(action, StartAttempt) and names.pod_name(name, action.attempt) in stale_names:
+            # a predecessor's pod still holds the name: remove it, start once it is gone
+            await state.kube.delete_pod(namespace, names.pod_name(name, action.attempt), grace_seconds=0)
+            return now + timedelta(seconds=1)
         if isinstance(action, StartAttempt):
             try:
                 await _start(state, body, spec, action.attempt)
+            except NameTaken:
+                return now + timedelta(seconds=1)
             except ApiError as err:
                 decision = decide_now(Blocked("PodRejected", f"the API server refused the pod: {err.message}"))
                 break

@@ -51,6 +51,7 @@ class WorkflowState:
     bodies: dict[Key, dict[str, Any]] = field(default_factory=dict)
     expected: dict[Key, set[str]] = field(default_factory=dict)
     children_index: Any = None
+    retired: set[str] = field(default_factory=set)  # uids of children a retry deleted
 
     def children_of(self, key: Key) -> list[dict[str, Any]]:
         if self.children_index is None or key not in self.children_index:

@@ -31,11 +31,16 @@ CREATE_CONCURRENCY = 20
 _plans: dict[tuple[str, int], Plan | PlanError] = {}
 
 
-def _owner_workflow(body: kopf.Body | dict[str, Any]) -> str | None:
+def _owner_ref(body: kopf.Body | dict[str, Any]) -> dict[str, Any] | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == "Workflow" and ref.get("controller"):
-            return str(ref.get("name"))
+            return dict(ref)
     return None
+
+
+def _owner_workflow(body: kopf.Body | dict[str, Any]) -> str | None:
+    ref = _owner_ref(body)
+    return str(ref["name"]) if ref else None
 
 
 @kopf.index(API_GROUP, API_VERSION, CHILD_PLURAL, labels={names.LABEL_WORKFLOW: kopf.PRESENT})
@@ -54,6 +59,8 @@ async def children_by_workflow(body: kopf.Body, namespace: str | None, **_: Any)
     return {
         (namespace, owner): {
             "node": (meta.get("labels") or {}).get(names.LABEL_NODE),
+            "ownerUid": (_owner_ref(body) or {}).get("uid"),
+            "uid": meta.get("uid"),
             "name": meta.get("name"),
             "phase": status.get("phase") or "Pending",
             "attempts": len(attempts),
@@ -172,9 +179,22 @@ async def reconcile(key: Hashable) -> datetime | None:
         await _write(state, key, body, old, new.dump())
         return None
 
-    children = list(state.children_of(key))
+    # only this workflow's children: not those of a deleted predecessor of the same name
+    # and not children retired by a retry whose deletion the watch has not shown yet
+    children = [
+        c for c in state.children_of(key) if c.get("ownerUid") == meta["uid"] and c.get("uid") not in state.retired
+    ]
     # retry: `scriptrun retry` sets the annotation to the next round; failed nodes start again
     wanted_round = int((meta.get("annotations") or {}).get(names.ANNOTATION_RETRY, "0") or 0)
+    if wanted_round > (status.retry_round or 0):
+        log.info(
+            "%s/%s: retry %d requested (phase %s, rv %s)",
+            namespace,
+            name,
+            wanted_round,
+            status.phase,
+            meta.get("resourceVersion"),
+        )
     if wanted_round > (status.retry_round or 0) and status.phase == "Failed":
         status = await _retry(state, key, body, status, children, wanted_round, now)
         children = [c for c in children if c["node"] in status.tasks]
@@ -259,6 +279,7 @@ async def _retry(
     keep = {n: t for n, t in status.tasks.items() if t.phase in ("Succeeded", "Skipped")}
     for child in children:
         if child["node"] not in keep:
+            state.retired.add(child["uid"])
             await runs.kube.delete_custom(CHILD_PLURAL, key[0], child["name"])
     new = status.model_copy(deep=True)
     new.tasks = keep

@@ -115,6 +115,14 @@ class Kube:
         """Create a ConfigMap; True if created, False if it already existed."""
         return await self._create_raw(self.core.create_namespaced_config_map, cm["metadata"]["namespace"], cm)
 
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._dict(await self.core.read_namespaced_pod(name, namespace))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self._dict(await self.core.read_namespaced_config_map(name, namespace))
