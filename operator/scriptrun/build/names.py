@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from scriptrun import API_GROUP
+from scriptrun import API_GROUP, API_VERSION
 
 LABEL_SCRIPTRUN = f"{API_GROUP}/scriptrun"
 LABEL_ATTEMPT = f"{API_GROUP}/attempt"
@@ -43,3 +43,15 @@ ANNOTATION_RETRY = f"{API_GROUP}/retry"
 
 def child_name(workflow: str, node: str) -> str:
     return fit(f"{workflow}-{node}", 253)
+
+
+def owner_reference(kind: str, name: str, uid: str) -> dict[str, object]:
+    """A controller owner reference: garbage collection deletes the child with its owner."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": kind,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scriptrun import API_GROUP, API_VERSION, DEFAULT_IMAGE
+from scriptrun import DEFAULT_IMAGE
 from scriptrun.build import names
 from scriptrun.engine.observe import MAIN_CONTAINER, MONITOR_CONTAINER
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
@@ -25,14 +25,7 @@ class RunRef:
     uid: str
 
     def owner_reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": "ScriptRun",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return names.owner_reference("ScriptRun", self.name, self.uid)
 
 
 @dataclass(frozen=True)

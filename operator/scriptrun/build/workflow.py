@@ -17,14 +17,7 @@ class WorkflowRef:
     uid: str
 
     def owner_reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": "Workflow",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
+        return names.owner_reference("Workflow", self.name, self.uid)
 
 
 def child_labels(wf: WorkflowRef, task: str, node: str) -> dict[str, str]:

@@ -14,8 +14,8 @@ from typing import Literal
 
 from scriptrun.engine import clock
 from scriptrun.engine.backoff import backoff_seconds
+from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.observe import ERROR_REASONS, AttemptObservation
-from scriptrun.model.common import Condition
 from scriptrun.model.scriptrun import Attempt, RetryStrategy, RunPhase, RunTemplate, ScriptRunStatus
 
 EventType = Literal["Normal", "Warning"]
@@ -102,34 +102,6 @@ def _policy_allows(strategy: RetryStrategy, kind: str) -> bool:
     if strategy.retry_policy == "Always":
         return True
     return (strategy.retry_policy == "OnFailure") == (kind == "failure")
-
-
-def _set_condition(
-    conditions: list[Condition], ctype: str, status: bool, reason: str, message: str, now: datetime, gen: int
-) -> None:
-    value: Literal["True", "False"] = "True" if status else "False"
-    for i, cond in enumerate(conditions):
-        if cond.type == ctype:
-            changed = cond.status != value
-            conditions[i] = Condition(
-                type=ctype,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=clock.fmt(now) if changed else cond.last_transition_time,
-                observed_generation=gen,
-            )
-            return
-    conditions.append(
-        Condition(
-            type=ctype,
-            status=value,
-            reason=reason,
-            message=message,
-            last_transition_time=clock.fmt(now),
-            observed_generation=gen,
-        )
-    )
 
 
 def _merge_attempts(
@@ -322,7 +294,7 @@ def decide(
             new.attempts.append(Attempt(attempt=act.attempt, pod_name=attempt_name(act.attempt)))
     new.attempt_count = len(new.attempts)
     retrying = new.next_attempt_time is not None
-    _set_condition(
+    set_condition(
         new.conditions,
         "Retrying",
         retrying,
@@ -332,7 +304,7 @@ def decide(
         gen,
     )
     if new.start_time:
-        _set_condition(new.conditions, "Started", True, "AttemptStarted", "the first attempt started", now, gen)
+        set_condition(new.conditions, "Started", True, "AttemptStarted", "the first attempt started", now, gen)
     if phase.terminal:
         new.completion_time = new.completion_time or clock.fmt(now)
         begin = clock.parse(new.start_time) or created or now
@@ -340,8 +312,8 @@ def decide(
         new.duration = clock.human_duration((end - begin).total_seconds())
         ok = phase == RunPhase.SUCCEEDED
         reason = "Succeeded" if ok else (fail_reason or "Failed")
-        _set_condition(new.conditions, "Complete", ok, reason, message or "", now, gen)
-        _set_condition(new.conditions, "Failed", not ok, reason, message or "", now, gen)
+        set_condition(new.conditions, "Complete", ok, reason, message or "", now, gen)
+        set_condition(new.conditions, "Failed", not ok, reason, message or "", now, gen)
         if attempts and usage.get(attempts[-1].attempt) is not None:
             _set_usage(new, usage[attempts[-1].attempt])
         events.append(RunEvent("Normal" if ok else "Warning", reason, message or ""))

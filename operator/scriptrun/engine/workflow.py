@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from scriptrun.engine import clock, expressions, params
+from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.dag import Node, Plan, aggregate_output, declared_outputs
-from scriptrun.model.common import Condition
+from scriptrun.engine.run import RunEvent
 from scriptrun.model.scriptrun import RunTemplate
 from scriptrun.model.workflow import TaskSummary, WorkflowSpec, WorkflowStatus, WorkflowTask
 
@@ -50,11 +51,7 @@ class StopNode:
     node: str
 
 
-@dataclass(frozen=True)
-class WorkflowEvent:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+WorkflowEvent = RunEvent  # the same shape: type, reason, message
 
 
 @dataclass
@@ -95,34 +92,6 @@ def _flags(phases: list[str]) -> dict[str, bool]:
         "AllFailed": all(p == "Failed" for p in phases),
         "AllSucceeded": all(p == "Succeeded" for p in phases),
     }
-
-
-def _set_condition(
-    conds: list[Condition], ctype: str, value: bool, reason: str, message: str, now: datetime, gen: int
-) -> None:
-    status: Literal["True", "False"] = "True" if value else "False"
-    for i, c in enumerate(conds):
-        if c.type == ctype:
-            ltt = c.last_transition_time if c.status == status else clock.fmt(now)
-            conds[i] = Condition(
-                type=ctype,
-                status=status,
-                reason=reason,
-                message=message,
-                last_transition_time=ltt,
-                observed_generation=gen,
-            )
-            return
-    conds.append(
-        Condition(
-            type=ctype,
-            status=status,
-            reason=reason,
-            message=message,
-            last_transition_time=clock.fmt(now),
-            observed_generation=gen,
-        )
-    )
 
 
 def render_template(task: WorkflowTask, values: dict[str, str]) -> RunTemplate:
@@ -395,8 +364,8 @@ def decide_workflow(
         finished = clock.parse(new.finished_at) or now
         new.duration = clock.human_duration((finished - started).total_seconds())
         new.message = message
-        _set_condition(new.conditions, "Completed", True, reason, message, now, gen)
-        _set_condition(
+        set_condition(new.conditions, "Completed", True, reason, message, now, gen)
+        set_condition(
             new.conditions, "Failed", phase == "Failed", reason, message if phase == "Failed" else "", now, gen
         )
         decision.events.append(
@@ -413,7 +382,7 @@ def decide_workflow(
         new.duration = clock.human_duration((now - started).total_seconds())
         if old_phase == "Pending":
             decision.events.append(WorkflowEvent("Normal", "WorkflowRunning", f"{total} tasks"))
-    _set_condition(
+    set_condition(
         new.conditions,
         "Suspended",
         bool(spec.suspend) and not all_done,

@@ -19,7 +19,7 @@ from scriptrun.engine import clock
 from scriptrun.engine.observe import observe_pod
 from scriptrun.engine.run import Blocked, Decision, StartAttempt, StopAttempt, decide
 from scriptrun.handlers import workflows
-from scriptrun.handlers.state import STATE, Key, RunState
+from scriptrun.handlers.state import STATE, Key, RunState, store_body
 from scriptrun.k8s.api import ApiError
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
 
@@ -102,29 +102,13 @@ async def scriptrun_event(
             workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
         return
     incoming = dict(body)
-    known = state.bodies.get(key)
-    echo = known is not None and known.get("metadata", {}).get("resourceVersion") == incoming["metadata"].get(
-        "resourceVersion"
-    )
-    if not _older(incoming, known):
-        state.bodies[key] = incoming
-    if not echo:  # the echo of our own status patch: that state was reconciled from already
+    if not store_body(state.bodies, key, incoming):  # an echo of our own patch was reconciled from already
         state.loop.kick(key)
     if names.LABEL_WORKFLOW in (body.get("metadata", {}).get("labels") or {}):
         phase = (incoming.get("status") or {}).get("phase")
         if state.child_phases.get(key) != phase:  # the parent reads children's phases (and results)
             state.child_phases[key] = phase
             workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
-
-
-def _older(incoming: dict[str, Any], known: dict[str, Any] | None) -> bool:
-    """True when `known` (e.g. our own patch response) is newer than a late watch event."""
-    if known is None:
-        return False
-    try:
-        return int(incoming["metadata"]["resourceVersion"]) < int(known["metadata"]["resourceVersion"])
-    except (KeyError, TypeError, ValueError):
-        return False
 
 
 def _spec(body: dict[str, Any]) -> tuple[RunTemplate, Blocked | None]:

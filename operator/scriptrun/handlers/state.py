@@ -59,6 +59,23 @@ class WorkflowState:
         return list(self.children_index[key])
 
 
+def store_body(bodies: dict[Key, dict[str, Any]], key: Key, incoming: dict[str, Any]) -> bool:
+    """Keep the newest body known for `key` (a late watch event never replaces our own, newer patch
+    response). Returns True when the event is only the echo of that patch: nothing new to do."""
+    known = bodies.get(key)
+    if known is None:
+        bodies[key] = incoming
+        return False
+    try:
+        old_rv, new_rv = int(known["metadata"]["resourceVersion"]), int(incoming["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        bodies[key] = incoming
+        return False
+    if new_rv > old_rv:
+        bodies[key] = incoming
+    return new_rv == old_rv
+
+
 class Holder:
     """Set at start-up; handlers read it."""
 

@@ -19,7 +19,7 @@ from scriptrun.build.workflow import WorkflowRef, build_child
 from scriptrun.engine import clock
 from scriptrun.engine.dag import Plan, PlanError, build_plan
 from scriptrun.engine.workflow import HEADLINE, ChildObservation, decide_workflow
-from scriptrun.handlers.state import STATE, Key
+from scriptrun.handlers.state import STATE, Key, store_body
 from scriptrun.k8s.api import ApiError
 from scriptrun.model.common import Condition
 from scriptrun.model.workflow import WorkflowSpec, WorkflowStatus
@@ -91,19 +91,8 @@ async def workflow_event(
         state.expected.pop(key, None)
         state.loop.forget(key)
         return
-    incoming = dict(body)
-    known = state.bodies.get(key)
-    if known is not None and known["metadata"].get("resourceVersion") == incoming["metadata"].get("resourceVersion"):
-        return  # the echo of our own status patch
-    try:
-        stale = known is not None and int(incoming["metadata"]["resourceVersion"]) < int(
-            known["metadata"]["resourceVersion"]
-        )
-    except (KeyError, TypeError, ValueError):
-        stale = False
-    if not stale:
-        state.bodies[key] = incoming
-    state.loop.kick(key)
+    if not store_body(state.bodies, key, dict(body)):  # an echo of our own patch needs nothing
+        state.loop.kick(key)
 
 
 def kick_parent(body: kopf.Body | dict[str, Any], namespace: str, index: Any) -> None:
