@@ -168,19 +168,11 @@ def decide(
     previous = {a.attempt: a for a in status.attempts}
     for att in attempts:
         before = previous.get(att.attempt)
-        if att.phase == RunPhase.RUNNING and (before is None or before.phase != RunPhase.RUNNING):
-            events.append(RunEvent("Normal", "AttemptRunning", f"attempt {att.attempt} ({att.pod_name}) is running"))
-        if att.phase.terminal and (before is None or not before.phase.terminal):
-            if att.phase == RunPhase.SUCCEEDED:
-                events.append(RunEvent("Normal", "AttemptSucceeded", f"attempt {att.attempt} succeeded"))
-            else:
-                events.append(
-                    RunEvent(
-                        "Warning",
-                        "AttemptFailed",
-                        f"attempt {att.attempt} failed: {att.reason}, exit code {att.exit_code}",
-                    )
-                )
+        # One Event when an attempt starts (AttemptCreated) and one when the run ends; in between only
+        # what needs attention (a failed attempt, a backoff). Every Event is an etcd write.
+        if att.phase == RunPhase.FAILED and (before is None or not before.phase.terminal):
+            failure = f"attempt {att.attempt} failed: {att.reason}, exit code {att.exit_code}"
+            events.append(RunEvent("Warning", "AttemptFailed", failure))
 
     terminate = bool(getattr(spec, "terminate", None))
     last = attempts[-1] if attempts else None

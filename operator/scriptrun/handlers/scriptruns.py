@@ -240,7 +240,9 @@ async def reconcile(key: Hashable) -> datetime | None:
         log.debug("run %s status -> %s", name, decision.status.phase.value)
         updated = await state.kube.patch_status(PLURAL, namespace, name, patch)
         if key in state.bodies:
-            state.bodies[key] = updated
+            store_body(state.bodies, key, updated)
+        if names.LABEL_WORKFLOW in (meta.get("labels") or {}) and "phase" in patch:
+            workflows.child_written(updated)
     for event in decision.events:
         state.kube.event(body, event.type, event.reason, event.message, now)
 

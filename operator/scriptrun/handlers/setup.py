@@ -45,7 +45,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.runs = RunState(
         kube=Kube(), config=config, loop=KeyedLoop(scriptruns.reconcile, resync_seconds=config.resync_seconds)
     )
-    STATE.workflows = WorkflowState(loop=KeyedLoop(workflows.reconcile, resync_seconds=config.resync_seconds))
+    STATE.workflows = WorkflowState(
+        loop=KeyedLoop(workflows.reconcile, resync_seconds=config.resync_seconds),
+        writer=KeyedLoop(workflows.write_status),
+    )
     log.info("scriptrun operator started (default image %s)", config.default_image)
 
 
@@ -59,6 +62,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def shutdown(**_: Any) -> None:
     if STATE.workflows is not None:
         await STATE.workflows.loop.close()
+        await STATE.workflows.writer.close()
     if STATE.runs is not None:
         await STATE.runs.loop.close()
         await STATE.runs.kube.close()

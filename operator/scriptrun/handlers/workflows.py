@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from scriptrun import API_GROUP, API_VERSION
@@ -43,12 +44,8 @@ def _owner_workflow(body: kopf.Body | dict[str, Any]) -> str | None:
     return str(ref["name"]) if ref else None
 
 
-@kopf.index(API_GROUP, API_VERSION, CHILD_PLURAL, labels={names.LABEL_WORKFLOW: kopf.PRESENT})
-async def children_by_workflow(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]] | None:
-    """Each workflow's children, as small snapshots (what ChildObservation needs)."""
-    owner = _owner_workflow(body)
-    if owner is None or namespace is None:
-        return None
+def child_snapshot(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
+    """What the Workflow reads of one child ScriptRun (what ChildObservation needs), kept small."""
     meta = body.get("metadata", {})
     status = dict(body.get("status") or {})
     attempts = status.get("attempts") or []
@@ -57,24 +54,67 @@ async def children_by_workflow(body: kopf.Body, namespace: str | None, **_: Any)
     )
     usage = status.get("usage") or {}
     return {
-        (namespace, owner): {
-            "node": (meta.get("labels") or {}).get(names.LABEL_NODE),
-            "ownerUid": (_owner_ref(body) or {}).get("uid"),
-            "uid": meta.get("uid"),
-            "name": meta.get("name"),
-            "phase": status.get("phase") or "Pending",
-            "attempts": len(attempts),
-            "exitCode": attempts[-1].get("exitCode") if attempts else None,
-            "started": status.get("startTime"),
-            "finished": status.get("completionTime"),
-            "reason": failed.get("reason") if failed else None,
-            "message": status.get("message") if failed else None,
-            "outputs": status.get("outputs"),
-            "outputsError": status.get("outputsError"),
-            "usage": {k: usage[k] for k in HEADLINE if k in usage} or None,
-            "terminate": bool((body.get("spec") or {}).get("terminate")),
-        }
+        "node": (meta.get("labels") or {}).get(names.LABEL_NODE),
+        "ownerUid": (_owner_ref(body) or {}).get("uid"),
+        "uid": meta.get("uid"),
+        "resourceVersion": meta.get("resourceVersion"),
+        "name": meta.get("name"),
+        "phase": status.get("phase") or "Pending",
+        "attempts": len(attempts),
+        "exitCode": attempts[-1].get("exitCode") if attempts else None,
+        "started": status.get("startTime"),
+        "finished": status.get("completionTime"),
+        "reason": failed.get("reason") if failed else None,
+        "message": status.get("message") if failed else None,
+        "outputs": status.get("outputs"),
+        "outputsError": status.get("outputsError"),
+        "usage": {k: usage[k] for k in HEADLINE if k in usage} or None,
+        "terminate": bool((body.get("spec") or {}).get("terminate")),
     }
+
+
+@kopf.index(API_GROUP, API_VERSION, CHILD_PLURAL, labels={names.LABEL_WORKFLOW: kopf.PRESENT})
+async def children_by_workflow(body: kopf.Body, namespace: str | None, **_: Any) -> dict[Key, dict[str, Any]] | None:
+    """Each workflow's children, as small snapshots."""
+    owner = _owner_workflow(body)
+    if owner is None or namespace is None:
+        return None
+    return {(namespace, owner): child_snapshot(body)}
+
+
+def child_written(body: dict[str, Any]) -> None:
+    """The ScriptRun controller just wrote a child's status: let its workflow see it now, without
+    waiting for the watch to bring the change back through the index (newer resourceVersion wins)."""
+    state = STATE.workflows
+    owner = _owner_workflow(body)
+    namespace = body.get("metadata", {}).get("namespace")
+    if state is None or owner is None or namespace is None:
+        return
+    snap = child_snapshot(body)
+    state.fresh.setdefault((namespace, owner), {})[snap["name"]] = snap
+    state.loop.kick((namespace, owner))
+
+
+def _rv(snapshot: dict[str, Any]) -> int:
+    try:
+        return int(snapshot.get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _current_children(state: Any, key: Key) -> list[dict[str, Any]]:
+    """The index's snapshots, each replaced by a fresher one the ScriptRun controller handed over."""
+    fresh = state.fresh.get(key, {})
+    out = []
+    for snap in state.children_of(key):
+        newer = fresh.get(snap["name"])
+        if newer is not None and newer.get("uid") == snap.get("uid") and _rv(newer) > _rv(snap):
+            out.append(newer)
+        else:
+            if newer is not None:
+                fresh.pop(snap["name"], None)  # the index has caught up
+            out.append(snap)
+    return out
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
@@ -89,6 +129,10 @@ async def workflow_event(
     if event.get("type") == "DELETED":
         state.bodies.pop(key, None)
         state.expected.pop(key, None)
+        state.fresh.pop(key, None)
+        state.desired.pop(key, None)
+        state.written.pop(key, None)
+        state.writer.forget(key)
         state.loop.forget(key)
         return
     if not store_body(state.bodies, key, dict(body)):  # an echo of our own patch needs nothing
@@ -147,10 +191,16 @@ async def reconcile(key: Hashable) -> datetime | None:
     meta = body["metadata"]
     gen = int(meta.get("generation") or 0)
     now = clock.utcnow()
-    try:
-        status = WorkflowStatus.model_validate(body.get("status") or {})
-    except ValidationError:
-        status = WorkflowStatus()
+    # We are the only writer of this status: what we decided last is newer than the body until the
+    # background writer has stored it (after a restart, the body's status is the start).
+    decided = state.desired.get(key)
+    if decided is not None and decided[0] == meta.get("uid"):
+        status = decided[1]
+    else:
+        try:
+            status = WorkflowStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            status = WorkflowStatus()
     old = status.dump()
     try:
         spec = WorkflowSpec.model_validate(body.get("spec") or {})
@@ -224,8 +274,14 @@ async def reconcile(key: Hashable) -> datetime | None:
         child = build_child(ref, task=plan.nodes[node].task, node=node, template=template)
         async with gate:
             try:
-                await runs.kube.create_custom(CHILD_PLURAL, child)
+                created = await runs.kube.create_custom(CHILD_PLURAL, child)
                 expected.add(node)
+                if created is not None:
+                    # start the child's reconcile now, not one watch hop later (its ADDED event will
+                    # find the same resourceVersion and be taken as an echo)
+                    child_key = (namespace, child["metadata"]["name"])
+                    store_body(runs.bodies, child_key, created)
+                    runs.loop.kick(child_key)
                 log.debug("created child %s", child["metadata"]["name"])
             except ApiError as err:
                 log.warning("child %s refused: %s", child["metadata"]["name"], err)
@@ -246,11 +302,40 @@ async def reconcile(key: Hashable) -> datetime | None:
 
 
 async def _write(state: Any, key: Key, body: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Hand the new status to the background writer: the decision loop never waits for the PATCH."""
+    if old == new and key in state.desired:
+        return
+    state.desired[key] = (body["metadata"].get("uid"), WorkflowStatus.model_validate(new))
+    state.writer.kick(key)
+
+
+async def write_status(key: Hashable) -> datetime | None:
+    """The writer loop (one per workflow, coalescing): store the latest decided status, as one
+    merge patch against what was stored last."""
+    state = STATE.workflows
+    assert state is not None and STATE.runs is not None and isinstance(key, tuple)
+    decided = state.desired.get(key)
+    body = state.bodies.get(key)
+    if decided is None or body is None:
+        return None
+    new = decided[1].dump()
+    old = state.written.get(key)
+    if old is None:
+        try:
+            old = WorkflowStatus.model_validate(body.get("status") or {}).dump()
+        except ValidationError:
+            old = {}
     patch = merge_patch(old, new)
     if patch:
-        updated = await STATE.runs.kube.patch_status(PLURAL, key[0], key[1], patch)  # type: ignore[union-attr]
-        if key in state.bodies:
-            state.bodies[key] = updated
+        try:
+            updated = await STATE.runs.kube.patch_status(PLURAL, key[0], key[1], patch)
+        except ApiException as err:
+            if err.status == 404:  # deleted meanwhile
+                return None
+            raise
+        store_body(state.bodies, key, updated)
+    state.written[key] = new
+    return None
 
 
 async def _retry(

@@ -150,16 +150,16 @@ class Kube:
             _content_type="application/merge-patch+json",
         )
 
-    async def create_custom(self, plural: str, body: dict[str, Any]) -> bool:
-        """Create one of our objects; True if created, False if it already existed (409)."""
+    async def create_custom(self, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create one of our objects; the created object, or None if it already existed (409)."""
         try:
-            await self.custom.create_namespaced_custom_object(
+            created = await self.custom.create_namespaced_custom_object(
                 API_GROUP, API_VERSION, body["metadata"]["namespace"], plural, body
             )
-            return True
+            return dict(created)
         except ApiException as err:
             if err.status == 409:
-                return False
+                return None
             raise _refusal(err) or err from None
 
     async def patch_custom(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
