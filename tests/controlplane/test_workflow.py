@@ -217,3 +217,21 @@ def test_operator_restart_mid_workflow(kube: Kube, live_operator: OperatorProces
     assert sorted(kids) == [f"s{i}" for i in range(6)]
     assert kids["s0"]["metadata"]["uid"] == uids["s0"]
     assert len(kube.list("pods", "scriptrun.dev/workflow=chain")) == 6
+
+
+def test_pod_gc_and_ttl_after_completion(kube: Kube) -> None:
+    kube.apply(
+        wf(
+            "tidy",
+            [annotate(t("a"), 0), annotate(t("b", dependencies=["a"]), 0)],
+            podGC={"strategy": "OnPodCompletion"},
+            ttlStrategy={"secondsAfterSuccess": 3},
+        )
+    )
+    wait_wf(kube, "tidy", "Succeeded")
+    kube.wait("pods collected", lambda: kube.list("pods", "scriptrun.dev/workflow=tidy") == [], timeout=30)
+    # the children keep their results after their pods are gone
+    child = kube.get("scriptrun", "tidy-a")
+    assert child is not None and child["status"]["phase"] == "Succeeded"
+    kube.wait("workflow deleted by TTL", lambda: kube.get("workflow", "tidy") is None, timeout=30)
+    kube.wait("children collected", lambda: kube.list("scriptruns", "scriptrun.dev/workflow=tidy") == [], timeout=30)

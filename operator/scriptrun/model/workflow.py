@@ -125,7 +125,7 @@ class WorkflowSpec(ApiModel):
         default=None, description="Stop: let running tasks finish, then exit handlers. Terminate: stop now."
     )
     ttl_strategy: TtlStrategy | None = None
-    pod_gc: PodGC | None = None
+    pod_gc: PodGC | None = Field(default=None, alias="podGC", description="Delete pods as runs finish (Argo's podGC).")
 
 
 class TaskSummary(ApiModel):
