@@ -73,7 +73,8 @@ def run(
         "spec": {"tasks": tasks, "podGC": {"strategy": "OnWorkflowCompletion"}},
     }
     start = time.monotonic()
-    cp.request("POST", f"/apis/scriptrun.dev/v1alpha1/namespaces/{ns}/workflows", wf)
+    # strict: a misspelt field fails here instead of being pruned silently
+    cp.request("POST", f"/apis/scriptrun.dev/v1alpha1/namespaces/{ns}/workflows?fieldValidation=Strict", wf)
     peak = 0.0
     status: dict[str, Any] = {}
     while time.monotonic() - start < timeout:
