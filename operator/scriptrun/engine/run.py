@@ -229,7 +229,8 @@ def decide(
     elif blocked is not None and (last is None or last.phase.terminal):
         phase, fail_reason, message = RunPhase.FAILED, blocked.reason, blocked.message
     elif last is None:
-        phase, message = RunPhase.PENDING, "starting attempt 1"
+        # the same message the next reconcile computes for a pending attempt: one status write, not two
+        phase, message = RunPhase.PENDING, "attempt 1 pending"
         decision.actions.append(StartAttempt(1))
         events.append(RunEvent("Normal", "AttemptCreated", "starting attempt 1"))
     elif not last.phase.terminal:
@@ -270,7 +271,7 @@ def decide(
             nxt = last.attempt + 1
             if now >= retry_at:
                 decision.actions.append(StartAttempt(nxt))
-                message = f"starting attempt {nxt}"
+                message = f"attempt {nxt} pending"
                 events.append(RunEvent("Normal", "AttemptCreated", f"starting attempt {nxt} after {last.reason}"))
             else:
                 new.next_attempt_time = clock.fmt(retry_at)
