@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from scriptrun import API_GROUP, API_VERSION
 
@@ -45,13 +47,22 @@ def child_name(workflow: str, node: str) -> str:
     return fit(f"{workflow}-{node}", 253)
 
 
-def owner_reference(kind: str, name: str, uid: str) -> dict[str, object]:
-    """A controller owner reference: garbage collection deletes the child with its owner."""
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": kind,
-        "name": name,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+@dataclass(frozen=True)
+class OwnerRef:
+    """One of our objects that owns what a builder makes (KIND set by the subclass)."""
+
+    KIND: ClassVar[str] = ""
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> dict[str, Any]:
+        """A controller owner reference: garbage collection deletes the child with its owner."""
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": self.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }

@@ -16,16 +16,10 @@ OUTPUTS_DIR = "/scriptrun/run/outputs"
 TERMINATION_LOG = "/dev/termination-log"
 
 
-@dataclass(frozen=True)
-class RunRef:
+class RunRef(names.OwnerRef):
     """The owning ScriptRun."""
 
-    name: str
-    namespace: str
-    uid: str
-
-    def owner_reference(self) -> dict[str, Any]:
-        return names.owner_reference("ScriptRun", self.name, self.uid)
+    KIND = "ScriptRun"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from scriptrun import API_GROUP, API_VERSION
@@ -10,14 +9,10 @@ from scriptrun.build import names
 from scriptrun.model.scriptrun import RunTemplate
 
 
-@dataclass(frozen=True)
-class WorkflowRef:
-    name: str
-    namespace: str
-    uid: str
+class WorkflowRef(names.OwnerRef):
+    """The owning Workflow."""
 
-    def owner_reference(self) -> dict[str, Any]:
-        return names.owner_reference("Workflow", self.name, self.uid)
+    KIND = "Workflow"
 
 
 def child_labels(wf: WorkflowRef, task: str, node: str) -> dict[str, str]:
