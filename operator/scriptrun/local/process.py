@@ -4,6 +4,7 @@ the sidecar uses (in-process here; wait4() gives the exact rusage of the whole w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,8 @@ from typing import Any
 from scriptrun.engine import clock
 from scriptrun.engine.observe import AttemptObservation
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
-from scriptrun.monitor.launch import rusage_dict, wait_rusage
+from scriptrun.monitor import launch
+from scriptrun.monitor.launch import EXIT_FILE, PID_FILE, rusage_dict, wait_rusage
 from scriptrun.monitor.outputs import collect_outputs
 from scriptrun.monitor.sampler import TreeSampler, own_pids
 
@@ -39,11 +41,20 @@ class LocalAttempt:
     next_sample: float = 0.0
     started_mono: float = field(default_factory=time.monotonic)
 
+    def _script_pid(self) -> int | None:
+        """The script's PID, as the launcher published it (the same handshake as in a pod)."""
+        try:
+            return int(json.loads((self.workdir / PID_FILE).read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def tick(self) -> None:
-        """Sample when due; reap the process (with its rusage) once it has exited."""
+        """Sample when due; reap the launcher once it has exited and read the script's exit record."""
         if self.exit_code is not None:
             return
         now = time.monotonic()
+        if self.sampler is None and self.monitor.enabled and (pid := self._script_pid()) is not None:
+            self.sampler = TreeSampler.for_interval(pid, self.monitor.interval_seconds, exclude=own_pids())
         if self.sampler is not None and now >= self.next_sample:
             self.sampler.sample()
             self.next_sample = now + self.sampler.next_wait(self.monitor.interval_seconds)
@@ -51,12 +62,19 @@ class LocalAttempt:
         if result is None:
             return
         code, ru = result
+        record: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads((self.workdir / EXIT_FILE).read_text())
+        code = int(record.get("exitCode", code))
+        rusage = record.get("rusage") or rusage_dict(ru)
         self.proc.returncode = code
         self.exit_code = code
         self.finished = clock.utcnow()
-        if self.sampler is not None:
+        if self.monitor.enabled:
+            if self.sampler is None:  # gone before its PID was read: rusage is all there is
+                self.sampler = TreeSampler(self.proc.pid, exclude=own_pids())
             self.usage = self.sampler.summary(
-                exit_code=code, rusage=rusage_dict(ru), elapsed=time.monotonic() - self.started_mono
+                exit_code=code, rusage=rusage, elapsed=time.monotonic() - self.started_mono
             )
             self.usage["available"] = True
             self.sampler.close()
@@ -120,8 +138,10 @@ def start_attempt(
         if var.value is not None:
             env[var.name] = var.value
     monitor = spec.monitor or MonitorSpec()
-    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True)
-    sampler = (
-        TreeSampler.for_interval(proc.pid, monitor.interval_seconds, exclude=own_pids()) if monitor.enabled else None
+    # through the same small launcher a pod uses: the script is forked from it, not from this
+    # (much larger) process, and its exit record carries the script's own wait4() rusage
+    launcher = [python, launch.__file__, str(workdir), "--"]
+    proc = subprocess.Popen(
+        [*launcher, *command], cwd=workdir, env=env, stdout=sys.stderr, stderr=sys.stderr, start_new_session=True
     )
-    return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir, monitor, sampler)
+    return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir, monitor)
