@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -32,8 +32,6 @@ class AttemptObservation:
     reason: str | None = None
     message: str | None = None
     usage: dict[str, Any] | None = None
-    deleting: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _terminated(statuses: list[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
@@ -69,12 +67,11 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     name = meta.get("name", "")
-    deleting = bool(meta.get("deletionTimestamp"))
     start = clock.parse(status.get("startTime"))
     main = _terminated(status.get("containerStatuses"), MAIN_CONTAINER)
     if phase not in ("Succeeded", "Failed"):
         state: AttemptState = "Running" if phase == "Running" else "Pending"
-        return AttemptObservation(attempt, name, state, start_time=start, deleting=deleting)
+        return AttemptObservation(attempt, name, state, start_time=start)
 
     monitor = _terminated(status.get("initContainerStatuses"), MONITOR_CONTAINER)
     usage = parse_usage((monitor or {}).get("message"), monitor_enabled=monitor_enabled)
@@ -92,10 +89,9 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
             "Completed",
             None,
             usage,
-            deleting,
         )
     reason = pod_reason or (main or {}).get("reason") or "Error"
     message = status.get("message") or (main or {}).get("message")
     if message:
         message = message.strip()[-1024:]
-    return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage, deleting)
+    return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage)

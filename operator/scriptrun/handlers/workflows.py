@@ -208,14 +208,14 @@ async def reconcile(key: Hashable) -> datetime | None:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         new = _fail_status(status, "InvalidSpec", f"spec.{where}: {first['msg']}", now, gen)
-        await _write(state, key, body, old, new.dump())
+        await _write(state, key, body, old, new)
         return None
     plan = _plan(meta["uid"], gen, spec)
     if isinstance(plan, PlanError):
         if status.phase != "Failed":
             runs.kube.event(body, "Warning", "InvalidWorkflow", "; ".join(plan.errors))
         new = _fail_status(status, "InvalidWorkflow", "; ".join(plan.errors), now, gen)
-        await _write(state, key, body, old, new.dump())
+        await _write(state, key, body, old, new)
         return None
 
     # only this workflow's children: not those of a deleted predecessor of the same name
@@ -291,7 +291,7 @@ async def reconcile(key: Hashable) -> datetime | None:
     for stop in decision.stop:
         for running in (c for c in children if c["node"] == stop.node and not c["terminate"]):
             await runs.kube.patch_custom(CHILD_PLURAL, namespace, running["name"], {"spec": {"terminate": True}})
-    await _write(state, key, body, old, decision.status.dump())
+    await _write(state, key, body, old, decision.status)
     for event in decision.events:
         runs.kube.event(body, event.type, event.reason, event.message, now)
     await _pod_gc(spec, decision.status, children, namespace, name)
@@ -301,11 +301,11 @@ async def reconcile(key: Hashable) -> datetime | None:
     return decision.wake_at or now + timedelta(seconds=runs.config.resync_seconds)
 
 
-async def _write(state: Any, key: Key, body: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> None:
+async def _write(state: Any, key: Key, body: dict[str, Any], old: dict[str, Any], new: WorkflowStatus) -> None:
     """Hand the new status to the background writer: the decision loop never waits for the PATCH."""
-    if old == new and key in state.desired:
+    if key in state.desired and old == new.dump():
         return
-    state.desired[key] = (body["metadata"].get("uid"), WorkflowStatus.model_validate(new))
+    state.desired[key] = (body["metadata"].get("uid"), new)
     state.writer.kick(key)
 
 
