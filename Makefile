@@ -7,7 +7,8 @@ PYTHON ?= python3
 TOOLS := $(CACHE)/tools
 UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
-VENV := $(CACHE)/venv
+# one venv per checkout (the project is installed editable: two clones must not share one)
+VENV := $(CACHE)/venv-$(shell printf '%s' '$(CURDIR)' | sha1sum | cut -c1-10)
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_CACHE_DIR := $(CACHE)/uv
 export UV_PYTHON_DOWNLOADS := never
