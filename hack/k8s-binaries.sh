@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once) and cache the control-plane binaries the test suite runs, from Go modules only.
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, kwok, helm
 # Cache: ${SCRIPTRUN_CACHE:-~/.cache/scriptrun}/bin/<name>-<version>; prints the bin dir on stdout.
 # Usage: hack/k8s-binaries.sh [--print-dir]
 set -euo pipefail
@@ -22,7 +22,7 @@ command -v go >/dev/null || { log "go is required (Go toolchain not found on PAT
 have() { [[ -x "$BIN/$1-$2" ]]; }
 
 build_kube() {
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=0 n
+  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=0 n
   for n in "${names[@]}"; do have "$n" "$K8S_VERSION" || missing=1; done
   [[ $missing == 0 ]] && return 0
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
@@ -49,10 +49,13 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 GO
     log "resolving k8s.io/kubernetes@$K8S_VERSION"
     go get "k8s.io/kubernetes@$K8S_VERSION"
+    go mod tidy >/dev/null 2>&1 || true
   fi
   local pkg=k8s.io/component-base/version cpkg=k8s.io/client-go/pkg/version d
   d=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -60,10 +63,13 @@ GO
   for p in $pkg $cpkg; do
     ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$d"
   done
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (slow the first time)"
+  log "building ${names[*]} $K8S_VERSION (slow the first time)"
   mkdir -p out
+  # a work dir made by an older version of this script lacks the kubelet/kube-proxy imports
+  grep -q cmd/kube-proxy tools.go || { sed -i 's#^)$#\t_ "k8s.io/kubernetes/cmd/kubelet"\n\t_ "k8s.io/kubernetes/cmd/kube-proxy"\n)#' tools.go; go mod tidy >/dev/null 2>&1 || true; }
   go build -trimpath -ldflags "$ldf" -o out/ k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
   for n in "${names[@]}"; do mv "out/$n" "$BIN/$n-$K8S_VERSION"; done
 }
 
