@@ -36,8 +36,9 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def make_certs(directory: Path) -> dict[str, Path]:
-    """Write ca.crt/ca.key, server.crt/key, admin.crt/key, sa.key/sa.pub into `directory`."""
+def make_certs(directory: Path, extra_ips: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Write ca.crt/ca.key, server.crt/key, admin.crt/key, sa.key/sa.pub into `directory`.
+    `extra_ips`: more IP SANs for the API server (a real node's address)."""
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     later = now + dt.timedelta(days=2)
     ca_key = _key()
@@ -77,6 +78,7 @@ def make_certs(directory: Path) -> dict[str, Path]:
                         x509.DNSName("kubernetes.default.svc"),
                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
                     ]
                 ),
                 critical=False,

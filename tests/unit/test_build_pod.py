@@ -8,7 +8,7 @@ import yaml
 from scriptrun.build.names import fit, pod_name
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.model.manifest import parse_object
-from scriptrun.model.scriptrun import ScriptRun
+from scriptrun.model.scriptrun import MonitorSpec, ScriptRun
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
@@ -66,3 +66,38 @@ def test_command_mode_is_wrapped_by_a_shell_that_publishes_the_pid() -> None:
     assert command[:2] == ["sh", "-c"] and command[-2:] == ["/app/job", "--fast"]
     assert "/scriptrun/run/main.pid" in command[2]
     assert not any(v.get("name") == "script" for v in pod["spec"]["volumes"])
+
+
+def test_monitor_runs_in_its_own_image_whatever_the_run_brings() -> None:
+    run = hello()
+    spec = run.spec.model_copy(update={"image": "python:3.12"})
+    inputs = PodInputs(
+        run=RunRef("hello", "ns1", "uid-1"),
+        spec=spec,
+        attempt=1,
+        monitor_image="registry.example/scriptrun/monitor:9",
+        monitor_pull_policy="Never",
+    )
+    pod = build_pod(inputs)
+    main, monitor = pod["spec"]["containers"][0], pod["spec"]["initContainers"][0]
+    assert main["image"] == "python:3.12"
+    assert monitor["image"] == "registry.example/scriptrun/monitor:9"
+    assert monitor["imagePullPolicy"] == "Never"
+    # the user's image needs only python3: the launcher is copied in by the monitor
+    assert main["command"][:2] == ["python3", "/scriptrun/run/launch.py"]
+
+
+def test_outputs_directory_exists_in_every_pod() -> None:
+    """$SCRIPTRUN_OUTPUTS is its own emptyDir, mounted in both containers, monitor or not."""
+    run = hello()
+    for enabled in (True, False):
+        spec = run.spec.model_copy(update={"monitor": MonitorSpec(enabled=enabled)})
+        pod = build_pod(PodInputs(run=RunRef("hello", "ns1", "uid-1"), spec=spec, attempt=1))
+        containers = pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+        assert len(containers) == (2 if enabled else 1)
+        for container in containers:
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts["/scriptrun/run/outputs"] == "scriptrun-outputs"
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["SCRIPTRUN_OUTPUTS"] == "/scriptrun/run/outputs"
+        assert {"name": "scriptrun-outputs", "emptyDir": {}} in pod["spec"]["volumes"]

@@ -17,3 +17,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "scriptrun.image" -}}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
+
+{{- define "scriptrun.runnerImage" -}}
+{{- if .Values.operator.defaultRunImage -}}{{ .Values.operator.defaultRunImage }}{{- else -}}{{ .Values.runnerImage.repository }}:{{ default .Chart.AppVersion .Values.runnerImage.tag }}{{- end -}}
+{{- end -}}
+
+{{- define "scriptrun.monitorImage" -}}
+{{ .Values.monitorImage.repository }}:{{ default .Chart.AppVersion .Values.monitorImage.tag }}
+{{- end -}}

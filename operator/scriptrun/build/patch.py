@@ -19,3 +19,10 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         elif value != before or key not in old:
             patch[key] = value
     return patch
+
+
+def as_stored(model_dump: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A status model's dump restricted to the top-level fields the object really stores: a field
+    filled in by a model default (phase Pending) was never written, so a patch must write it."""
+    present = stored or {}
+    return {key: value for key, value in model_dump.items() if key in present}

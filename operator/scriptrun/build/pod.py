@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scriptrun import DEFAULT_IMAGE
+from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
 from scriptrun.build import names
 from scriptrun.engine.observe import MAIN_CONTAINER, MONITOR_CONTAINER
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
@@ -14,6 +14,8 @@ SCRIPT_DIR = "/scriptrun/script"
 RUN_DIR = "/scriptrun/run"
 OUTPUTS_DIR = "/scriptrun/run/outputs"
 TERMINATION_LOG = "/dev/termination-log"
+RUN_VOLUME = "scriptrun-run"
+OUTPUTS_VOLUME = "scriptrun-outputs"
 
 
 class RunRef(names.OwnerRef):
@@ -28,6 +30,8 @@ class PodInputs:
     spec: RunTemplate
     attempt: int
     default_image: str = DEFAULT_IMAGE
+    monitor_image: str = DEFAULT_MONITOR_IMAGE  # an operator setting: the run's image may lack scriptrun
+    monitor_pull_policy: str | None = None
     extra_labels: tuple[tuple[str, str], ...] = ()
 
 
@@ -71,8 +75,9 @@ def main_command(spec: RunTemplate, monitored: bool) -> list[str]:
     if spec.script.command:
         command = list(spec.script.command)
         return ["sh", "-c", shell_launch(), "scriptrun-launch", *command] if monitored else command
-    command = ["python", script_path(spec)]
-    return ["python", LAUNCHER, RUN_DIR, "--", *command] if monitored else command
+    # python3, not python: a plain Debian image has only python3 (the python:3.x images have both)
+    command = ["python3", script_path(spec)]
+    return ["python3", LAUNCHER, RUN_DIR, "--", *command] if monitored else command
 
 
 def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int
         "command": command,
         "args": list(spec.args or []),
         "env": env,
-        "volumeMounts": [{"name": "scriptrun-run", "mountPath": RUN_DIR}],
+        "volumeMounts": _run_mounts(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -103,11 +108,21 @@ def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int
     return container
 
 
-def _monitor_container(monitor: MonitorSpec, image: str, run: RunRef, labels: dict[str, str]) -> dict[str, Any]:
-    """The usage monitor as a native sidecar (init container with restartPolicy Always)."""
-    return {
+def _run_mounts() -> list[dict[str, Any]]:
+    """The run directory (launcher handshake) and, inside it, its own world-writable emptyDir for
+    outputs: $SCRIPTRUN_OUTPUTS exists before the script starts, whatever user either container runs as."""
+    return [
+        {"name": RUN_VOLUME, "mountPath": RUN_DIR},
+        {"name": OUTPUTS_VOLUME, "mountPath": OUTPUTS_DIR},
+    ]
+
+
+def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str, str]) -> dict[str, Any]:
+    """The usage monitor as a native sidecar (init container with restartPolicy Always), in its own image."""
+    run = inputs.run
+    container = {
         "name": MONITOR_CONTAINER,
-        "image": image,
+        "image": inputs.monitor_image,
         "restartPolicy": "Always",
         "command": ["scriptrun", "monitor"],
         "args": [f"--interval={monitor.interval_seconds:g}", f"--port={monitor.port}", f"--run-dir={RUN_DIR}"],
@@ -124,11 +139,19 @@ def _monitor_container(monitor: MonitorSpec, image: str, run: RunRef, labels: di
             "periodSeconds": 1,
             "failureThreshold": 60,
         },
-        "volumeMounts": [{"name": "scriptrun-run", "mountPath": RUN_DIR}],
+        "volumeMounts": _run_mounts(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
+    if inputs.monitor_pull_policy:
+        container["imagePullPolicy"] = inputs.monitor_pull_policy
+    return container
 
 
 def build_pod(inputs: PodInputs) -> dict[str, Any]:
@@ -142,7 +165,7 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
     labels[names.LABEL_ATTEMPT] = str(inputs.attempt)
     annotations = dict((spec.pod_metadata.annotations if spec.pod_metadata else None) or {})
 
-    volumes: list[dict[str, Any]] = [{"name": "scriptrun-run", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": RUN_VOLUME, "emptyDir": {}}, {"name": OUTPUTS_VOLUME, "emptyDir": {}}]
     if spec.script.source is not None:
         volumes.append({"name": "script", "configMap": {"name": names.script_configmap_name(run.name)}})
     elif spec.script.config_map_ref is not None:
@@ -157,7 +180,7 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
     }
     if monitor.enabled:
         pod_spec["shareProcessNamespace"] = True
-        pod_spec["initContainers"] = [_monitor_container(monitor, image, run, labels)]
+        pod_spec["initContainers"] = [_monitor_container(inputs, monitor, labels)]
     if spec.timeout_seconds:
         pod_spec["activeDeadlineSeconds"] = spec.timeout_seconds
     optional = {
