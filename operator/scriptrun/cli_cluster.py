@@ -82,7 +82,11 @@ async def _main(args: argparse.Namespace) -> int:
     from scriptrun.k8s.cli_client import CliError, ClusterClient
 
     console = Console(highlight=False)
-    cluster, default_ns = await ClusterClient.connect()
+    try:
+        cluster, default_ns = await ClusterClient.connect()
+    except CliError as err:  # no usable kubeconfig or in-cluster credentials: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     ns = args.namespace or default_ns
     try:
         if args.command == "submit":

@@ -52,18 +52,18 @@ def test_create_to_pod_to_succeeded(kube: Kube) -> None:
     assert monitor["ports"][0]["containerPort"] == 9090
     main = spec["containers"][0]
     assert main["command"] == [
-        "python",
+        "python3",
         "/scriptrun/run/launch.py",
         "/scriptrun/run",
         "--",
-        "python",
+        "python3",
         "/scriptrun/script/main.py",
     ]
     assert main["args"] == ["--n", "1"]
     assert monitor["command"] == ["scriptrun", "monitor"] and "--interval=1" in monitor["args"]
     assert monitor["startupProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics", "scheme": "HTTP"}
     shared = {m["mountPath"] for m in main["volumeMounts"]} & {m["mountPath"] for m in monitor["volumeMounts"]}
-    assert shared == {"/scriptrun/run"}
+    assert shared == {"/scriptrun/run", "/scriptrun/run/outputs"}
     cm = kube.get("configmap", "ok-script")
     assert cm is not None and cm["data"]["main.py"] == "print('hi')"
     assert cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
@@ -175,4 +175,4 @@ def test_monitor_disabled_means_no_sidecar(kube: Kube) -> None:
     pod = kube.get("pod", "nomon-a1")
     assert pod is not None
     assert "initContainers" not in pod["spec"] and not pod["spec"].get("shareProcessNamespace")
-    assert pod["spec"]["containers"][0]["command"] == ["python", "/scriptrun/script/main.py"]
+    assert pod["spec"]["containers"][0]["command"] == ["python3", "/scriptrun/script/main.py"]

@@ -117,5 +117,5 @@ def test_configmap_script_runs(kube: Kube) -> None:
     kube.wait_phase("fromcm", "Succeeded")
     pod = kube.get("pod", "fromcm-a1")
     assert pod is not None
-    assert pod["spec"]["containers"][0]["command"][-2:] == ["python", "/scriptrun/script/job.py"]
+    assert pod["spec"]["containers"][0]["command"][-2:] == ["python3", "/scriptrun/script/job.py"]
     assert {"name": "script", "configMap": {"name": "code", "defaultMode": 420}} in pod["spec"]["volumes"]

@@ -91,7 +91,8 @@ def test_etl_example_with_matrix_and_outputs(kube: Kube) -> None:
     ]
     env = {e["name"]: e["value"] for e in kids["load"]["spec"]["env"]}
     assert json.loads(env["SIZES"]) == ["100", "100", "100"] and env["CHECKSUM"] == "abc"
-    assert "ETL finished: Succeeded" in kids["report"]["spec"]["script"]["source"]
+    report_env = {e["name"]: e["value"] for e in kids["report"]["spec"]["env"]}
+    assert report_env == {"WORKFLOW_STATUS": "Succeeded", "WORKFLOW_FAILURES": "[]"}
     owner = kids["load"]["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "Workflow" and owner["name"] == "etl"
     pod = kube.get("pod", "etl-load-a1")

@@ -101,3 +101,19 @@ def test_kubectl_get_by_singular_name_prints_columns(kube: Kube) -> None:
     assert header.split()[:2] == ["NAME", "PHASE"] and row.split()[:2] == ["cols", "Succeeded"], out
     wide = json.loads(kube.cluster.kubectl("-n", kube.ns, "get", "sr", "cols", "-o", "json").stdout)
     assert wide["status"]["phase"] == "Succeeded"
+
+    kube.apply(
+        {
+            "apiVersion": "scriptrun.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "cols-wf"},
+            "spec": {"tasks": [{"name": "one", "script": {"source": "print(1)"}}]},
+        }
+    )
+    kube.cluster.kubectl(
+        "-n", kube.ns, "wait", "workflow/cols-wf", "--for=jsonpath={.status.phase}=Succeeded", "--timeout=120s"
+    )
+    out = kube.cluster.kubectl("-n", kube.ns, "get", "workflow", "cols-wf").stdout
+    header, row = out.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "PHASE", "PROGRESS"], out
+    assert row.split()[:3] == ["cols-wf", "Succeeded", "1/1"], out

@@ -66,13 +66,13 @@ def test_failing_task_retries_and_the_exit_handler_sees_it(kube: Kube) -> None:
     assert "status Failed" in log and "['flaky']" in log, log
 
 
-def _operator_pod(kube: Kube) -> str:
+def _operator_pod(kube: Kube) -> str | None:
+    """The one live operator pod, or None while there is not exactly one."""
     out = kube.cluster.kubectl(
         "-n", OPERATOR_NS, "get", "pods", "-l", "app.kubernetes.io/name=scriptrun", "-o", "json"
     ).stdout
     pods = [p for p in json.loads(out)["items"] if not p["metadata"].get("deletionTimestamp")]
-    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
-    return str(pods[0]["metadata"]["name"])
+    return str(pods[0]["metadata"]["name"]) if len(pods) == 1 else None
 
 
 def test_operator_pod_deleted_mid_workflow(kube: Kube) -> None:
@@ -91,18 +91,12 @@ def test_operator_pod_deleted_mid_workflow(kube: Kube) -> None:
     kube.apply(workflow("survives", {"tasks": tasks}))
     kube.wait_phase("survives-a", "Succeeded", timeout=120)
     before = _operator_pod(kube)
+    assert before is not None
     kube.cluster.kubectl("-n", OPERATOR_NS, "delete", "pod", before, "--wait=false")
-    kube.wait("a new operator pod", lambda: (name := _operator_pod(kube)) != before and name, timeout=120)
-    kube.cluster.kubectl(
-        "-n",
-        OPERATOR_NS,
-        "wait",
-        "--for=condition=Ready",
-        "pod",
-        "-l",
-        "app.kubernetes.io/name=scriptrun",
-        "--timeout=120s",
+    after = kube.wait(
+        "a new operator pod", lambda: (name := _operator_pod(kube)) not in (None, before) and name, timeout=120
     )
+    kube.cluster.kubectl("-n", OPERATOR_NS, "wait", "--for=condition=Ready", f"pod/{after}", "--timeout=120s")
     status = wait_workflow(kube, "survives", "Succeeded")
     assert status["progress"].startswith("9/"), status["progress"]
     children = kube.list("scriptruns", "scriptrun.dev/workflow=survives")

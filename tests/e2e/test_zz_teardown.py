@@ -9,6 +9,12 @@ from tests.e2e.conftest import REALNODE_INFO
 from tests.support.realnode import RealCluster
 
 
+def test_no_image_was_ever_pulled(realnode: RealCluster) -> None:
+    """Every image came from `make image` through `ctr images import`: the kubelet pulled nothing."""
+    out = realnode.kubectl("get", "events", "-A", "--field-selector=reason=Pulling", "-o", "name").stdout
+    assert out.strip() == "", out
+
+
 def test_teardown_leaves_nothing_behind(realnode: RealCluster) -> None:
     started = time.monotonic()
     realnode.stop()

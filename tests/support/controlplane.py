@@ -11,6 +11,7 @@ import base64
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -83,6 +84,7 @@ class ControlPlane:
     procs: list[Proc] = field(default_factory=list)
     extra_stages: list[Path] = field(default_factory=list)
     nodes: int = 1
+    token: str = field(default_factory=lambda: secrets.token_hex(16))  # a static token, group system:masters
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
@@ -150,6 +152,8 @@ class ControlPlane:
             ],
         )
         self.port = free_port()
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{self.token},scriptrun-token-admin,token-admin,"system:masters"\n')
         self._spawn(
             "kube-apiserver",
             [
@@ -161,6 +165,7 @@ class ControlPlane:
                 f"--tls-cert-file={certs['server.crt']}",
                 f"--tls-private-key-file={certs['server.key']}",
                 f"--client-ca-file={certs['ca.crt']}",
+                f"--token-auth-file={tokens}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount",

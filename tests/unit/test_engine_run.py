@@ -159,3 +159,146 @@ def test_max_duration_stops_retries() -> None:
     d = decide(sp, s, obs, T0 + timedelta(seconds=2))
     assert d.status.phase == RunPhase.FAILED
     assert {c.type: c.reason for c in d.status.conditions}["Failed"] == "MaxDurationExceeded"
+
+
+# -- pending attempts: explained, and bounded by pendingTimeoutSeconds --------------------------------
+
+NEVER_PULL = 'container main: Container image "x:0" is not present with pull policy of Never'
+NO_NODE = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+
+
+def pending(reason: str | None = None, message: str | None = None, start: datetime | None = None) -> AttemptObservation:
+    return AttemptObservation(1, "r-a1", "Pending", start_time=start, reason=reason, message=message)
+
+
+def cond(status: ScriptRunStatus, ctype: str) -> tuple[str, str, str]:
+    found = {c.type: c for c in status.conditions}[ctype]
+    return found.status, found.reason, found.message
+
+
+def test_a_waiting_reason_is_recorded_explained_and_announced_once() -> None:
+    s = decide(spec(), ScriptRunStatus(), {}, T0, attempt_name=lambda n: f"r-a{n}").status
+    assert s.attempts[0].created_time == "2026-01-01T12:00:00Z"
+    assert cond(s, "Waiting") == ("False", "NotWaiting", "")
+    d = decide(spec(), s, {1: pending("ErrImageNeverPull", NEVER_PULL, T0)}, T0 + timedelta(seconds=2))
+    st = d.status
+    assert st.phase == RunPhase.PENDING
+    assert st.message == f"attempt 1 pending: ErrImageNeverPull: {NEVER_PULL}"
+    assert (st.attempts[0].reason, st.attempts[0].message) == ("ErrImageNeverPull", NEVER_PULL)
+    assert st.attempts[0].created_time == "2026-01-01T12:00:00Z"
+    assert cond(st, "Waiting") == ("True", "ErrImageNeverPull", f"attempt 1: {NEVER_PULL}")
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "AttemptWaiting")]
+    assert "ErrImageNeverPull" in d.events[0].message
+    assert d.wake_at is None  # no pendingTimeoutSeconds: the resync alone looks again
+    # the same world again: no new Event, no status change
+    again = decide(spec(), st, {1: pending("ErrImageNeverPull", NEVER_PULL, T0)}, T0 + timedelta(seconds=9))
+    assert again.events == [] and again.status.dump() == st.dump()
+
+
+def test_the_kubelets_pull_retries_are_one_cause() -> None:
+    s = decide(spec(), ScriptRunStatus(), {}, T0).status
+    s = decide(spec(), s, {1: pending("ErrImagePull", "container main: pull failed")}, T0).status
+    d = decide(spec(), s, {1: pending("ImagePullBackOff", "container main: back-off")}, T0 + timedelta(seconds=5))
+    assert d.events == []
+    assert cond(d.status, "Waiting")[:2] == ("True", "ImagePullBackOff")
+    d = decide(spec(), d.status, {1: pending("Unschedulable", NO_NODE)}, T0 + timedelta(seconds=6))
+    assert [e.reason for e in d.events] == ["AttemptWaiting"]  # a different cause is news
+
+
+def test_running_clears_the_pending_reason() -> None:
+    s = decide(spec(), ScriptRunStatus(), {}, T0).status
+    s = decide(spec(), s, {1: pending("Unschedulable", NO_NODE)}, T0).status
+    d = decide(spec(), s, {1: AttemptObservation(1, "r-a1", "Running", T0)}, T0 + timedelta(seconds=3))
+    assert d.status.phase == RunPhase.RUNNING and d.status.message == "attempt 1 running"
+    assert (d.status.attempts[0].reason, d.status.attempts[0].message) == (None, None)
+    waiting = {c.type: c for c in d.status.conditions}["Waiting"]
+    assert (waiting.status, waiting.reason, waiting.last_transition_time) == (
+        "False",
+        "NotWaiting",
+        "2026-01-01T12:00:03Z",
+    )
+
+
+def test_pending_timeout_fails_with_the_waiting_reason_and_stops_the_pod() -> None:
+    sp = spec(pendingTimeoutSeconds=30)
+    d = decide(sp, ScriptRunStatus(), {}, T0, attempt_name=lambda n: f"r-a{n}")
+    assert d.wake_at == T0 + timedelta(seconds=30)
+    obs = {1: pending("Unschedulable", NO_NODE)}
+    d = decide(sp, d.status, obs, T0 + timedelta(seconds=10))
+    assert d.wake_at == T0 + timedelta(seconds=30) and d.actions == []
+    d = decide(sp, d.status, obs, T0 + timedelta(seconds=30))
+    st = d.status
+    assert d.actions == [StopAttempt(1, "r-a1", "PendingTimeout")]
+    assert st.phase == RunPhase.FAILED
+    att = st.attempts[0]
+    assert (att.phase, att.reason, att.finish_time) == (RunPhase.FAILED, "Unschedulable", "2026-01-01T12:00:30Z")
+    assert att.message == f"not running after pendingTimeoutSeconds=30: {NO_NODE}"
+    assert cond(st, "Failed")[:2] == ("True", "Unschedulable")
+    assert "pendingTimeoutSeconds=30" in (st.message or "") and NO_NODE in (st.message or "")
+    assert cond(st, "Waiting")[:2] == ("False", "NotWaiting")
+    assert {"PendingTimeout", "Unschedulable"} <= {e.reason for e in d.events}
+
+
+def test_pending_timeout_without_a_known_reason() -> None:
+    sp = spec(pendingTimeoutSeconds=5)
+    s = decide(sp, ScriptRunStatus(), {}, T0).status
+    d = decide(sp, s, {1: pending()}, T0 + timedelta(seconds=6))
+    assert d.status.attempts[0].reason == "PendingTimeout"
+    assert d.status.attempts[0].message == "not running after pendingTimeoutSeconds=5"
+    assert cond(d.status, "Failed")[:2] == ("True", "PendingTimeout")
+
+
+def test_pending_timeout_is_an_error_for_the_retry_policy() -> None:
+    """It never ran the script: retried by OnError and Always, not by the default OnFailure."""
+    obs = {1: pending("ErrImageNeverPull", NEVER_PULL)}
+    late = T0 + timedelta(seconds=11)
+    on_failure = spec(pendingTimeoutSeconds=10, retryStrategy={"limit": 2, "backoff": {"durationSeconds": 0}})
+    d = decide(on_failure, decide(on_failure, ScriptRunStatus(), {}, T0).status, obs, late)
+    assert d.status.phase == RunPhase.FAILED and cond(d.status, "Failed")[1] == "ErrImageNeverPull"
+    on_error = spec(
+        pendingTimeoutSeconds=10,
+        retryStrategy={"limit": 2, "retryPolicy": "OnError", "backoff": {"durationSeconds": 0}},
+    )
+    d = decide(on_error, decide(on_error, ScriptRunStatus(), {}, T0).status, obs, late)
+    assert StartAttempt(2) in d.actions and d.status.phase == RunPhase.RUNNING
+    assert d.status.attempts[1].created_time == "2026-01-01T12:00:11Z"
+    assert d.wake_at == late + timedelta(seconds=10)  # the new attempt's pending deadline
+
+
+def test_a_running_attempt_is_not_bound_by_the_pending_timeout() -> None:
+    sp = spec(pendingTimeoutSeconds=5, timeoutSeconds=100)
+    s = decide(sp, ScriptRunStatus(), {}, T0).status
+    d = decide(
+        sp, s, {1: AttemptObservation(1, "r-a1", "Running", T0 + timedelta(seconds=1))}, T0 + timedelta(seconds=60)
+    )
+    assert d.actions == [] and d.status.phase == RunPhase.RUNNING
+    assert d.wake_at == T0 + timedelta(seconds=106)  # startTime + timeoutSeconds + 5 s grace
+
+
+def test_wake_at_is_the_earlier_of_the_pending_and_the_attempt_deadline() -> None:
+    sp = spec(pendingTimeoutSeconds=30, timeoutSeconds=20)
+    s = decide(sp, ScriptRunStatus(), {}, T0).status
+    # the node accepted the pod (startTime) but the image cannot be pulled
+    d = decide(sp, s, {1: pending("ImagePullBackOff", "x", start=T0 + timedelta(seconds=1))}, T0 + timedelta(seconds=2))
+    assert d.wake_at == T0 + timedelta(seconds=26)  # startTime + 20 + 5 s grace, before created + 30
+
+
+def test_a_deadline_while_pending_says_the_pod_never_ran() -> None:
+    s = decide(spec(timeoutSeconds=5), ScriptRunStatus(), {}, T0).status
+    s = decide(spec(timeoutSeconds=5), s, {1: pending("ErrImageNeverPull", NEVER_PULL, T0)}, T0).status
+    dead = AttemptObservation(1, "r-a1", "Failed", T0, None, None, "DeadlineExceeded", "Pod was active too long")
+    d = decide(spec(timeoutSeconds=5), s, {1: dead}, T0 + timedelta(seconds=6))
+    att = d.status.attempts[0]
+    assert att.reason == "DeadlineExceeded"
+    assert att.message == f"Pod was active too long (the pod never ran: ErrImageNeverPull: {NEVER_PULL})"
+
+
+def test_an_attempt_recorded_without_creation_time_is_stamped_on_sight() -> None:
+    """Status written before createdTime existed: the pending clock starts when this operator looks."""
+    sp = spec(pendingTimeoutSeconds=10)
+    s = decide(sp, ScriptRunStatus(), {}, T0).status
+    s.attempts[0].created_time = None
+    d = decide(sp, s, {1: pending()}, T0 + timedelta(seconds=100))
+    assert d.status.phase == RunPhase.PENDING
+    assert d.status.attempts[0].created_time == "2026-01-01T12:01:40Z"
+    assert d.wake_at == T0 + timedelta(seconds=110)

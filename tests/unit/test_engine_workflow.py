@@ -300,6 +300,25 @@ def test_deleted_child_fails_with_a_reason_not_stuck() -> None:
     assert d3.status.phase == "Failed" and "ScriptRunDeleted" in (d3.status.tasks["a"].message or "")
 
 
+def test_a_pending_childs_reason_shows_in_the_task_summary() -> None:
+    s = spec([task("a")])
+    plan = build_plan(s)
+    d = decide_workflow(plan, s, WorkflowStatus(), {}, T0, name="wf")
+    why = "attempt 1 pending: Unschedulable: 0/1 nodes are available: 1 node(s) didn't match Pod's node affinity"
+    stuck = {"a": ChildObservation(phase="Pending", attempts=1, reason="Unschedulable", message=why)}
+    d = decide_workflow(plan, s, d.status, stuck, T0 + timedelta(seconds=1), name="wf")
+    summary = d.status.tasks["a"]
+    assert (summary.phase, summary.reason, summary.message) == ("Pending", "Unschedulable", why)
+    assert summary.dump()["reason"] == "Unschedulable"
+    # a retry that waits (the child is Running, its attempt 2 pending) is explained the same way
+    retrying = {"a": ChildObservation(phase="Running", attempts=2, reason="ErrImagePull", message="attempt 2 pending")}
+    d = decide_workflow(plan, s, d.status, retrying, T0 + timedelta(seconds=2), name="wf")
+    assert (d.status.tasks["a"].reason, d.status.tasks["a"].message) == ("ErrImagePull", "attempt 2 pending")
+    running = {"a": ChildObservation(phase="Running", attempts=2)}
+    d = decide_workflow(plan, s, d.status, running, T0 + timedelta(seconds=3), name="wf")
+    assert (d.status.tasks["a"].reason, d.status.tasks["a"].message) == (None, None)
+
+
 def test_deadline() -> None:
     s = spec([task("a")], activeDeadlineSeconds=10)
     plan = build_plan(s)

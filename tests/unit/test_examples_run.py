@@ -9,6 +9,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
@@ -37,6 +39,25 @@ def test_etl_passes_outputs_along_and_writes_junit(tmp_path: Path) -> None:
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "6" and suite.get("failures") == "0"
     assert [c.get("name") for c in suite.findall("testcase")][:2] == ["extract", "transform(format=csv)"]
+
+
+def test_etl_exit_handler_reports_the_failures() -> None:
+    """`{{workflow.failures}}` is a JSON list (quotes and all): the exit handler gets it as data."""
+    code, wf, err = run(EXAMPLES / "etl-workflow.yaml", "-p", "rows=notanumber")
+    assert code == 1, err
+    tasks = wf["status"]["tasks"]
+    assert tasks["extract"]["phase"] == "Failed" and tasks["report"]["phase"] == "Succeeded", err
+    assert "ETL finished: Failed; failures: extract" in err
+
+
+def test_no_example_splices_placeholders_into_script_source() -> None:
+    """A value substituted into Python source is code, not data: pass it through env or args."""
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            spec = (doc or {}).get("spec") or {}
+            for task in [spec, *(spec.get("tasks") or []), *(spec.get("onExit") or [])]:
+                source = (task.get("script") or {}).get("source") or ""
+                assert "{{" not in source, f"{path.name}: {task.get('name', 'spec')}: placeholder in script.source"
 
 
 def test_diamond_takes_one_branch_and_runs_the_exit_handler() -> None:

@@ -13,11 +13,34 @@ AttemptState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 MAIN_CONTAINER = "main"
 MONITOR_CONTAINER = "monitor"
+MESSAGE_LIMIT = 1024
 
 # Reasons that mean the platform lost the attempt (an "error" in Argo's retryPolicy terms);
 # anything else that fails is the script's own failure.
 ERROR_REASONS = frozenset(
     {"Evicted", "PodDeleted", "Preempted", "NodeLost", "Shutdown", "StartError", "UnexpectedAdmissionError"}
+)
+# Waiting states that are the normal way into Running: not a cause worth reporting.
+BENIGN_WAITING = frozenset({"ContainerCreating", "PodInitializing"})
+# Why a pod may never start (kubelet waiting reasons, scheduler reasons). An attempt that fails with
+# one of these (pendingTimeoutSeconds) never ran the script: it is an "error", like Evicted.
+PENDING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "RegistryUnavailable",
+        "SignatureValidationFailed",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "PreCreateHookError",
+        "RunContainerError",
+        "Unschedulable",
+        "SchedulingGated",
+        "SchedulerError",
+        "PendingTimeout",
+    }
 )
 
 
@@ -45,6 +68,38 @@ def _terminated(statuses: list[dict[str, Any]] | None, name: str) -> dict[str, A
     return None
 
 
+def _waiting(statuses: list[dict[str, Any]] | None, label: str) -> tuple[str, str] | None:
+    """The first container in `statuses` that waits for a reason other than the normal start-up."""
+    ordered = sorted(statuses or [], key=lambda s: s.get("name") != MAIN_CONTAINER)  # main first
+    for status in ordered:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason and reason not in BENIGN_WAITING:
+            detail = str(waiting.get("message") or "").strip()
+            where = f"{label} {status.get('name', '?')}"
+            return str(reason), f"{where}: {detail}" if detail else where
+    return None
+
+
+def pending_cause(status: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Why a pod that is not running yet waits: (reason, message), or (None, None) when nothing is known.
+
+    A container that cannot start (main before the others, then the init containers: the monitor is a
+    native sidecar) beats scheduling information; the message names the container."""
+    found = _waiting(status.get("containerStatuses"), "container") or _waiting(
+        status.get("initContainerStatuses"), "init container"
+    )
+    if found is None:
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                found = str(cond.get("reason") or "Unschedulable"), str(cond.get("message") or "").strip()
+                break
+    if found is None:
+        return None, None
+    reason, message = found
+    return reason, message[:MESSAGE_LIMIT] or None
+
+
 def parse_usage(message: str | None, *, monitor_enabled: bool) -> dict[str, Any] | None:
     """The monitor's JSON summary, or a record of why usage is unavailable."""
     if not monitor_enabled:
@@ -69,9 +124,11 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
     name = meta.get("name", "")
     start = clock.parse(status.get("startTime"))
     main = _terminated(status.get("containerStatuses"), MAIN_CONTAINER)
+    if phase == "Running":
+        return AttemptObservation(attempt, name, "Running", start_time=start)
     if phase not in ("Succeeded", "Failed"):
-        state: AttemptState = "Running" if phase == "Running" else "Pending"
-        return AttemptObservation(attempt, name, state, start_time=start)
+        reason, message = pending_cause(status)
+        return AttemptObservation(attempt, name, "Pending", start_time=start, reason=reason, message=message)
 
     monitor = _terminated(status.get("initContainerStatuses"), MONITOR_CONTAINER)
     usage = parse_usage((monitor or {}).get("message"), monitor_enabled=monitor_enabled)
@@ -93,5 +150,5 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
     reason = pod_reason or (main or {}).get("reason") or "Error"
     message = status.get("message") or (main or {}).get("message")
     if message:
-        message = message.strip()[-1024:]
+        message = message.strip()[-MESSAGE_LIMIT:]
     return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage)

@@ -7,6 +7,7 @@ Recorded terminal attempts are final: a later observation never rewrites them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -15,10 +16,11 @@ from typing import Literal
 from scriptrun.engine import clock
 from scriptrun.engine.backoff import backoff_seconds
 from scriptrun.engine.conditions import set_condition
-from scriptrun.engine.observe import ERROR_REASONS, AttemptObservation
+from scriptrun.engine.observe import ERROR_REASONS, MESSAGE_LIMIT, PENDING_REASONS, AttemptObservation
 from scriptrun.model.scriptrun import Attempt, RetryStrategy, RunPhase, RunTemplate, ScriptRunStatus
 
 EventType = Literal["Normal", "Warning"]
+_CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")  # metav1.Condition's reason
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,112 @@ class Decision:
 
 
 def _attempt_from(obs: AttemptObservation, previous: Attempt | None) -> Attempt:
+    message = obs.message
+    if obs.state == "Failed" and previous is not None and previous.phase == RunPhase.PENDING and previous.reason:
+        # e.g. activeDeadlineSeconds ran out while the image could not be pulled: say so
+        message = f"{message or obs.reason} (the pod never ran: {_cause(previous)})"[:MESSAGE_LIMIT]
     return Attempt(
         attempt=obs.attempt,
         pod_name=obs.name,
         phase=RunPhase(obs.state),
+        created_time=previous.created_time if previous else None,
         start_time=clock.fmt(obs.start_time) if obs.start_time else (previous.start_time if previous else None),
         finish_time=clock.fmt(obs.finish_time) if obs.finish_time else None,
         exit_code=obs.exit_code,
         reason=obs.reason,
-        message=obs.message,
+        message=message,
     )
+
+
+def _cause(attempt: Attempt) -> str:
+    """Why a pending attempt waits (or a failed one never ran): `Reason: message`."""
+    return f"{attempt.reason}: {attempt.message}" if attempt.message else str(attempt.reason)
+
+
+def _wake(decision: Decision, at: datetime) -> None:
+    decision.wake_at = at if decision.wake_at is None else min(decision.wake_at, at)
+
+
+def _pending_timeout(spec: RunTemplate, last: Attempt, now: datetime) -> tuple[Attempt, datetime | None]:
+    """pendingTimeoutSeconds: an attempt whose pod is not running that long after the attempt was
+    created fails with the reason it waited for (PendingTimeout when none is known).
+
+    Returns the attempt (failed, or stamped with a creation time if it had none: status written by
+    an older operator) and when to look again."""
+    limit = spec.pending_timeout_seconds
+    if not limit or last.phase != RunPhase.PENDING:
+        return last, None
+    created = clock.parse(last.created_time)
+    if created is None:
+        return last.model_copy(update={"created_time": clock.fmt(now)}), now + timedelta(seconds=limit)
+    deadline = created + timedelta(seconds=limit)
+    if now < deadline:
+        return last, deadline
+    why = f"not running after pendingTimeoutSeconds={limit}"
+    update = {
+        "phase": RunPhase.FAILED,
+        "finish_time": clock.fmt(now),
+        "reason": last.reason or "PendingTimeout",
+        "message": (f"{why}: {last.message}" if last.message else why)[:MESSAGE_LIMIT],
+    }
+    return last.model_copy(update=update), None
+
+
+def _enforce_pending_timeout(decision: Decision, spec: RunTemplate, attempts: list[Attempt], now: datetime) -> None:
+    """Fail (and stop) the last attempt if it outlived pendingTimeoutSeconds; else wake at that time."""
+    if not attempts or attempts[-1].phase != RunPhase.PENDING:
+        return
+    last, deadline = _pending_timeout(spec, attempts[-1], now)
+    attempts[-1] = last
+    if deadline is not None:
+        _wake(decision, deadline)
+    if last.phase == RunPhase.FAILED:
+        decision.actions.append(StopAttempt(last.attempt, last.pod_name, "PendingTimeout"))
+        decision.events.append(RunEvent("Warning", "PendingTimeout", f"attempt {last.attempt} failed: {_cause(last)}"))
+
+
+def _record_started(decision: Decision, spec: RunTemplate, attempt_name: Callable[[int], str], now: datetime) -> None:
+    """Record each attempt this decision starts, stamped with its creation time."""
+    for act in decision.actions:
+        if isinstance(act, StartAttempt):
+            name = attempt_name(act.attempt)
+            decision.status.attempts.append(Attempt(attempt=act.attempt, pod_name=name, created_time=clock.fmt(now)))
+            if spec.pending_timeout_seconds:
+                _wake(decision, now + timedelta(seconds=spec.pending_timeout_seconds))
+
+
+def _failure_text(attempt: Attempt, *, exit_code: bool = False) -> str:
+    """A failed attempt in a few words; one that never ran says why (and after which timeout)."""
+    if attempt.reason in PENDING_REASONS:
+        return _cause(attempt)
+    return f"{attempt.reason}, exit code {attempt.exit_code}" if exit_code else str(attempt.reason)
+
+
+def _live_message(attempt: Attempt) -> str:
+    if attempt.phase == RunPhase.PENDING and attempt.reason:
+        return f"attempt {attempt.attempt} pending: {_cause(attempt)}"
+    return f"attempt {attempt.attempt} {attempt.phase.value.lower()}"
+
+
+# The kubelet alternates these two while it retries a pull: one cause, one Event.
+_SAME_CAUSE = {"ImagePullBackOff": "ErrImagePull"}
+
+
+def _set_waiting(decision: Decision, previous: dict[int, Attempt], now: datetime, generation: int) -> None:
+    """The `Waiting` condition: True while the current attempt's pod waits for a known reason (the
+    kubelet's or the scheduler's), False otherwise; one Warning Event when such a cause appears."""
+    status = decision.status
+    last = status.attempts[-1] if status.attempts else None
+    if last is None or last.phase != RunPhase.PENDING or not last.reason or status.phase.terminal:
+        set_condition(status.conditions, "Waiting", False, "NotWaiting", "", now, generation)
+        return
+    reason = last.reason if _CONDITION_REASON.match(last.reason) else "Waiting"
+    message = f"attempt {last.attempt}: {last.message or last.reason}"
+    set_condition(status.conditions, "Waiting", True, reason, message, now, generation)
+    before = previous.get(last.attempt)
+    before_reason = before.reason if before is not None and before.phase == RunPhase.PENDING else None
+    if _SAME_CAUSE.get(last.reason, last.reason) != _SAME_CAUSE.get(before_reason or "", before_reason):
+        decision.events.append(RunEvent("Warning", "AttemptWaiting", _live_message(last)))
 
 
 def _set_usage(status: ScriptRunStatus, summary: dict[str, object] | None) -> None:
@@ -85,7 +183,9 @@ def _set_usage(status: ScriptRunStatus, summary: dict[str, object] | None) -> No
 
 
 def _failure_kind(attempt: Attempt) -> Literal["failure", "error"]:
-    return "error" if (attempt.reason or "") in ERROR_REASONS else "failure"
+    """An "error" is the platform's: the pod was lost or never started; anything else is the script's."""
+    reason = attempt.reason or ""
+    return "error" if reason in ERROR_REASONS or reason in PENDING_REASONS else "failure"
 
 
 def _exit_code_action(strategy: RetryStrategy, exit_code: int | None) -> str:
@@ -188,6 +288,7 @@ def decide(
         attempts[-1] = last
         decision.actions.append(StopAttempt(last.attempt, last.pod_name, "Terminated"))
 
+    _enforce_pending_timeout(decision, spec, attempts, now)
     # Per-attempt deadline, enforced here too: the kubelet enforces activeDeadlineSeconds, but a
     # node that cannot (or a local process) must still be stopped.
     last = attempts[-1] if attempts else None
@@ -208,7 +309,7 @@ def decide(
             decision.actions.append(StopAttempt(last.attempt, last.pod_name, "DeadlineExceeded"))
             events.append(RunEvent("Warning", "DeadlineExceeded", f"attempt {last.attempt} timed out"))
         else:
-            decision.wake_at = deadline
+            _wake(decision, deadline)
 
     # Ignore rules are sticky per attempt, decided when the attempt failed.
     for i, att in enumerate(attempts):
@@ -235,7 +336,7 @@ def decide(
         events.append(RunEvent("Normal", "AttemptCreated", "starting attempt 1"))
     elif not last.phase.terminal:
         phase = RunPhase.RUNNING if (last.phase == RunPhase.RUNNING or len(attempts) > 1) else RunPhase.PENDING
-        message = f"attempt {last.attempt} {last.phase.value.lower()}"
+        message = _live_message(last)
     elif last.phase == RunPhase.SUCCEEDED:
         phase, message = RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}"
     else:
@@ -253,15 +354,15 @@ def decide(
             message = f"exit code {last.exit_code} matched an exit-code rule with action Fail"
         elif not _policy_allows(strategy, kind):
             phase, fail_reason = RunPhase.FAILED, last.reason or "Error"
-            message = f"attempt {last.attempt} failed ({last.reason}); retryPolicy {strategy.retry_policy} "
+            message = f"attempt {last.attempt} failed ({_failure_text(last)}); retryPolicy {strategy.retry_policy} "
             message += "does not retry it" if strategy.limit else "and no retries are configured"
         elif action != "Ignore" and retries_left < 0:
             phase = RunPhase.FAILED
             fail_reason = "BackoffLimitExceeded" if strategy.limit else (last.reason or "Error")
             message = (
-                f"failed after {len(attempts)} attempts; last: {last.reason}, exit code {last.exit_code}"
+                f"failed after {len(attempts)} attempts; last: {_failure_text(last, exit_code=True)}"
                 if strategy.limit
-                else f"attempt 1 failed: {last.reason}, exit code {last.exit_code}"
+                else f"attempt 1 failed: {_failure_text(last, exit_code=True)}"
             )
         elif max_dur is not None and (retry_at - run_started).total_seconds() > max_dur:
             phase, fail_reason = RunPhase.FAILED, "MaxDurationExceeded"
@@ -275,16 +376,14 @@ def decide(
                 events.append(RunEvent("Normal", "AttemptCreated", f"starting attempt {nxt} after {last.reason}"))
             else:
                 new.next_attempt_time = clock.fmt(retry_at)
-                decision.wake_at = retry_at
+                _wake(decision, retry_at)
                 message = f"attempt {last.attempt} failed ({last.reason}); retrying at {clock.fmt(retry_at)}"
                 if not (status.next_attempt_time and old_phase == phase):
                     events.append(RunEvent("Normal", "Backoff", f"retrying in {wait:g}s"))
 
     new.phase = phase
     new.message = message
-    for act in decision.actions:
-        if isinstance(act, StartAttempt):
-            new.attempts.append(Attempt(attempt=act.attempt, pod_name=attempt_name(act.attempt)))
+    _record_started(decision, spec, attempt_name, now)
     new.attempt_count = len(new.attempts)
     retrying = new.next_attempt_time is not None
     set_condition(
@@ -298,6 +397,7 @@ def decide(
     )
     if new.start_time:
         set_condition(new.conditions, "Started", True, "AttemptStarted", "the first attempt started", now, gen)
+    _set_waiting(decision, previous, now, gen)
     if phase.terminal:
         new.completion_time = new.completion_time or clock.fmt(now)
         begin = clock.parse(new.start_time) or created or now

@@ -26,7 +26,10 @@ HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the rest of the usage lives in th
 
 @dataclass(frozen=True)
 class ChildObservation:
-    """What a backend sees of one node's child run."""
+    """What a backend sees of one node's child run.
+
+    `reason`/`message`: for a failed child, why it failed; for a live one, why its pod waits (the
+    child's `Waiting` condition: ErrImagePull, Unschedulable...), None while nothing holds it up."""
 
     phase: Literal["Pending", "Running", "Succeeded", "Failed"]
     attempts: int = 0
@@ -70,12 +73,14 @@ def _summary_from_child(obs: ChildObservation) -> TaskSummary:
     start, end = clock.parse(obs.started), clock.parse(obs.finished)
     if start and end:
         duration = clock.human_duration((end - start).total_seconds())
+    waiting = obs.phase in ("Pending", "Running") and obs.reason is not None
     return TaskSummary(
         phase=obs.phase,
         attempts=obs.attempts or None,
         duration=duration,
         exit_code=obs.exit_code,
-        message=obs.message if obs.phase == "Failed" else None,
+        reason=obs.reason if waiting else None,
+        message=obs.message if obs.phase == "Failed" or waiting else None,
         outputs=obs.outputs,
         usage=headline,
     )

@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.build import names
-from scriptrun.build.patch import merge_patch
+from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.engine import clock
-from scriptrun.engine.observe import observe_pod
+from scriptrun.engine.observe import observe_pod, pending_cause
 from scriptrun.engine.run import Blocked, Decision, StartAttempt, StopAttempt, decide
 from scriptrun.handlers import workflows
 from scriptrun.handlers.state import STATE, Key, RunState, store_body
@@ -74,7 +74,12 @@ async def pod_event(
     # updates (scheduled, conditions, IPs) that change none of these.
     pod_key = (namespace, name or "")
     status = body.get("status") or {}
-    signature = (status.get("phase"), status.get("reason"), bool(body.get("metadata", {}).get("deletionTimestamp")))
+    signature = (
+        status.get("phase"),
+        status.get("reason"),
+        pending_cause(status)[0],  # why a pod that is not running waits (image, scheduling...)
+        bool(body.get("metadata", {}).get("deletionTimestamp")),
+    )
     if event.get("type") == "DELETED":
         state.pod_signatures.pop(pod_key, None)
     elif state.pod_signatures.get(pod_key) == signature:
@@ -105,9 +110,11 @@ async def scriptrun_event(
     if not store_body(state.bodies, key, incoming):  # an echo of our own patch was reconciled from already
         state.loop.kick(key)
     if names.LABEL_WORKFLOW in (body.get("metadata", {}).get("labels") or {}):
-        phase = (incoming.get("status") or {}).get("phase")
-        if state.child_phases.get(key) != phase:  # the parent reads children's phases (and results)
-            state.child_phases[key] = phase
+        child_status = incoming.get("status") or {}
+        # the parent reads children's phases (and results), and why a pending child waits
+        seen = (child_status.get("phase"), workflows.waiting_reason(child_status))
+        if state.child_phases.get(key) != seen:
+            state.child_phases[key] = seen
             workflows.kick_parent(body, namespace, kwargs["children_by_workflow"])
 
 
@@ -143,6 +150,16 @@ async def _check_inputs(state: RunState, namespace: str, spec: RunTemplate) -> B
     return None
 
 
+SERVICE_ACCOUNT_GRACE = timedelta(seconds=60)
+
+
+def _waits_for_service_account(err: ApiError, created: datetime | None, now: datetime) -> bool:
+    """A namespace's `default` ServiceAccount appears a moment after the namespace; until then the
+    ServiceAccount admission plugin refuses pods (403). Within a grace period that is not a refusal."""
+    young = created is None or now - created < SERVICE_ACCOUNT_GRACE
+    return err.status == 403 and "error looking up service account" in err.message and young
+
+
 class NameTaken(Exception):
     """The deterministic pod name is still held by a predecessor's pod."""
 
@@ -153,8 +170,17 @@ async def _start(state: RunState, body: dict[str, Any], spec: RunTemplate, attem
     configmap = build_script_configmap(run, spec)
     labels = meta.get("labels") or {}
     extra = tuple((k, labels[k]) for k in (names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE) if k in labels)
+    config = state.config
     pod = build_pod(
-        PodInputs(run=run, spec=spec, attempt=attempt, default_image=state.config.default_image, extra_labels=extra)
+        PodInputs(
+            run=run,
+            spec=spec,
+            attempt=attempt,
+            default_image=config.default_image,
+            monitor_image=config.monitor_image,
+            monitor_pull_policy=config.monitor_pull_policy,
+            extra_labels=extra,
+        )
     )
     # the pod may exist before its ConfigMap (the kubelet waits for it): create both at once
     if configmap is not None:
@@ -228,12 +254,15 @@ async def reconcile(key: Hashable) -> datetime | None:
             except NameTaken:
                 return now + timedelta(seconds=1)
             except ApiError as err:
+                if _waits_for_service_account(err, clock.parse(meta.get("creationTimestamp")), now):
+                    log.info("%s/%s: %s; trying again", namespace, name, err.message)
+                    return now + timedelta(seconds=1)
                 decision = decide_now(Blocked("PodRejected", f"the API server refused the pod: {err.message}"))
                 break
         elif isinstance(action, StopAttempt):
             await state.kube.delete_pod(namespace, action.name)
 
-    old = status.dump()
+    old = as_stored(status.dump(), body.get("status"))
     new = decision.status.dump()
     patch = merge_patch(old, new)
     if patch:
@@ -241,7 +270,8 @@ async def reconcile(key: Hashable) -> datetime | None:
         updated = await state.kube.patch_status(PLURAL, namespace, name, patch)
         if key in state.bodies:
             store_body(state.bodies, key, updated)
-        if names.LABEL_WORKFLOW in (meta.get("labels") or {}) and "phase" in patch:
+        waiting_changed = workflows.waiting_reason(new) != workflows.waiting_reason(old)
+        if names.LABEL_WORKFLOW in (meta.get("labels") or {}) and ("phase" in patch or waiting_changed):
             workflows.child_written(updated)
     for event in decision.events:
         state.kube.event(body, event.type, event.reason, event.message, now)

@@ -11,6 +11,7 @@ from scriptrun.build import names
 from scriptrun.handlers.loop import KeyedLoop
 from scriptrun.handlers.state import STATE, OperatorConfig, RunState, WorkflowState
 from scriptrun.k8s.api import Kube, load_config
+from scriptrun.k8s.credentials import Credentials, CredentialsError
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,26 @@ class NoProgress(kopf.AnnotationsProgressStorage):
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own Events; log lines stay logs
     settings.watching.label_selectors["pods"] = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     settings.watching.inactivity_timeout = 70
     settings.persistence.diffbase_storage = NoEssence()
     settings.persistence.progress_storage = NoProgress()
-    await load_config()
+    try:
+        credentials = await load_config()  # once: our client and Kopf's login (below) share it
+    except CredentialsError as err:
+        raise kopf.PermanentError(str(err)) from err
+    memo.credentials = credentials
+    log.info("cluster credentials from the %s", credentials.source)
     from scriptrun.handlers import scriptruns, workflows
 
     config = OperatorConfig.from_env()
     STATE.runs = RunState(
-        kube=Kube(), config=config, loop=KeyedLoop(scriptruns.reconcile, resync_seconds=config.resync_seconds)
+        kube=Kube(credentials.api_client()),
+        config=config,
+        loop=KeyedLoop(scriptruns.reconcile, resync_seconds=config.resync_seconds),
     )
     STATE.workflows = WorkflowState(
         loop=KeyedLoop(workflows.reconcile, resync_seconds=config.resync_seconds),
@@ -53,9 +61,29 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a cluster: the pod's service account; elsewhere: $KUBECONFIG or ~/.kube/config."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf uses the credentials our client uses (loaded at start-up: exec plugins, tokens, client
+    certificates, the service account). Kopf logs in again after a 401 or at the token's expiry: then
+    the token is renewed first, for Kopf and our client alike."""
+    credentials: Credentials = memo.credentials
+    if "kopf_header" in memo:  # a re-login: Kopf's token was refused or has expired
+        credentials.refused(memo.kopf_header)  # a no-op if our client has renewed it meanwhile
+    header = memo.kopf_header = await credentials.header()
+    scheme, token = header.split(" ", 1) if header and " " in header else (None, header)
+    c = credentials.configuration
+    return kopf.ConnectionInfo(
+        server=str(c.host),
+        ca_path=c.ssl_ca_cert,
+        insecure=not c.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=c.cert_file,
+        private_key_path=c.key_file,
+        proxy_url=c.proxy,
+        default_namespace=credentials.namespace,
+        trust_env=settings.networking.trust_env,
+        expiration=credentials.expires,
+    )
 
 
 @kopf.on.cleanup()

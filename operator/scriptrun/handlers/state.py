@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from scriptrun import DEFAULT_IMAGE
+from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
 from scriptrun.handlers.loop import KeyedLoop
 from scriptrun.k8s.api import Kube
 
@@ -16,13 +16,17 @@ Key = tuple[str, str]
 @dataclass
 class OperatorConfig:
     default_image: str = DEFAULT_IMAGE
+    monitor_image: str = DEFAULT_MONITOR_IMAGE
+    monitor_pull_policy: str | None = None
     deadline_grace_seconds: float = 5.0
     resync_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
         return cls(
-            default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE", DEFAULT_IMAGE),
+            default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE") or DEFAULT_IMAGE,
+            monitor_image=os.environ.get("SCRIPTRUN_MONITOR_IMAGE") or DEFAULT_MONITOR_IMAGE,
+            monitor_pull_policy=os.environ.get("SCRIPTRUN_MONITOR_IMAGE_PULL_POLICY") or None,
             deadline_grace_seconds=float(os.environ.get("SCRIPTRUN_DEADLINE_GRACE_SECONDS", "5")),
             resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),
         )

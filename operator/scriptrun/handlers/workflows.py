@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.build import names
-from scriptrun.build.patch import merge_patch
+from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.workflow import WorkflowRef, build_child
 from scriptrun.engine import clock
 from scriptrun.engine.dag import Plan, PlanError, build_plan
@@ -44,6 +44,14 @@ def _owner_workflow(body: kopf.Body | dict[str, Any]) -> str | None:
     return str(ref["name"]) if ref else None
 
 
+def waiting_reason(status: dict[str, Any]) -> str | None:
+    """Why a live child's pod waits (its `Waiting` condition while True): ErrImagePull, Unschedulable..."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Waiting" and cond.get("status") == "True":
+            return str(cond.get("reason") or "Waiting")
+    return None
+
+
 def child_snapshot(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
     """What the Workflow reads of one child ScriptRun (what ChildObservation needs), kept small."""
     meta = body.get("metadata", {})
@@ -53,6 +61,7 @@ def child_snapshot(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
         (c for c in status.get("conditions") or [] if c.get("type") == "Failed" and c.get("status") == "True"), None
     )
     usage = status.get("usage") or {}
+    waiting = None if failed else waiting_reason(status)
     return {
         "node": (meta.get("labels") or {}).get(names.LABEL_NODE),
         "ownerUid": (_owner_ref(body) or {}).get("uid"),
@@ -64,8 +73,8 @@ def child_snapshot(body: kopf.Body | dict[str, Any]) -> dict[str, Any]:
         "exitCode": attempts[-1].get("exitCode") if attempts else None,
         "started": status.get("startTime"),
         "finished": status.get("completionTime"),
-        "reason": failed.get("reason") if failed else None,
-        "message": status.get("message") if failed else None,
+        "reason": failed.get("reason") if failed else waiting,
+        "message": status.get("message") if failed or waiting else None,
         "outputs": status.get("outputs"),
         "outputsError": status.get("outputsError"),
         "usage": {k: usage[k] for k in HEADLINE if k in usage} or None,
@@ -322,7 +331,7 @@ async def write_status(key: Hashable) -> datetime | None:
     old = state.written.get(key)
     if old is None:
         try:
-            old = WorkflowStatus.model_validate(body.get("status") or {}).dump()
+            old = as_stored(WorkflowStatus.model_validate(body.get("status") or {}).dump(), body.get("status"))
         except ValidationError:
             old = {}
     patch = merge_patch(old, new)

@@ -7,11 +7,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.engine import clock
+from scriptrun.k8s.credentials import Credentials, load_credentials
 
 log = logging.getLogger(__name__)
 COMPONENT = "scriptrun-operator"
@@ -38,12 +39,9 @@ def _refusal(err: ApiException) -> ApiError | None:
     return None
 
 
-async def load_config() -> None:
-    """In-cluster service account if present, else the current kubeconfig."""
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        await config.load_kube_config()
+async def load_config() -> Credentials:
+    """The operator's credentials: the pod's service account if in a pod, else the kubeconfig."""
+    return await load_credentials("in-cluster")
 
 
 class Background:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from scriptrun import API_GROUP, API_VERSION
+from scriptrun.k8s.credentials import CredentialsError, load_credentials
 
 PLURALS = {"Workflow": "workflows", "ScriptRun": "scriptruns"}
 
@@ -24,15 +25,12 @@ class ClusterClient:
 
     @classmethod
     async def connect(cls) -> tuple[ClusterClient, str]:
-        """The client and the current context's namespace."""
+        """The client and the current context's namespace (kubeconfig first, then in-cluster)."""
         try:
-            await config.load_kube_config()
-            _, active = config.list_kube_config_contexts()
-            namespace = (active or {}).get("context", {}).get("namespace") or "default"
-        except (config.ConfigException, FileNotFoundError, TypeError):
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            namespace = "default"
-        return cls(client.ApiClient()), namespace
+            credentials = await load_credentials("kubeconfig")
+        except CredentialsError as err:
+            raise CliError(str(err)) from None
+        return cls(credentials.api_client()), credentials.namespace
 
     async def close(self) -> None:
         await self.api.close()

@@ -91,6 +91,12 @@ def _column(name: str, path: str, kind: str = "string", priority: int = 0, desc:
     return col
 
 
+# `kubectl get scriptrun-all` lists both kinds. A category must differ from every singular, plural
+# and short name: kubectl expands a category first, so a category `scriptrun` made
+# `kubectl get scriptrun NAME` mean both kinds ("you must specify only one resource").
+CATEGORY = "scriptrun-all"
+
+
 def _crd(
     *,
     kind: str,
@@ -129,7 +135,7 @@ def _crd(
                 "plural": plural,
                 "singular": kind.lower(),
                 "shortNames": short_names,
-                "categories": ["scriptrun"],
+                "categories": [CATEGORY],
             },
             "versions": [
                 {

@@ -133,6 +133,13 @@ class RunTemplate(ApiModel):
     timeout_seconds: int | None = Field(
         default=None, ge=1, description="Deadline of each attempt (the pod's activeDeadlineSeconds)."
     )
+    pending_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail an attempt whose pod is not running this many seconds after the attempt was created "
+        "(image that cannot be pulled, unschedulable, ...), with the reason it waited for. Such a failure is an "
+        "error in retryPolicy terms (retried by OnError and Always).",
+    )
     retry_strategy: RetryStrategy | None = None
     monitor: MonitorSpec | None = None
     node_selector: dict[str, str] | None = None
@@ -162,11 +169,16 @@ class Attempt(ApiModel):
     attempt: int = Field(ge=1)
     pod_name: str
     phase: RunPhase = RunPhase.PENDING
-    start_time: str | None = None
+    created_time: str | None = Field(
+        default=None, description="When the attempt was created; pendingTimeoutSeconds counts from here."
+    )
+    start_time: str | None = Field(default=None, description="The pod's startTime: when a node accepted it.")
     finish_time: str | None = None
     exit_code: int | None = None
     reason: str | None = Field(
-        default=None, description="Completed, Error, OOMKilled, DeadlineExceeded, Evicted, PodDeleted..."
+        default=None,
+        description="Completed, Error, OOMKilled, DeadlineExceeded, Evicted, PodDeleted...; while pending, why the "
+        "pod waits (ErrImagePull, Unschedulable...).",
     )
     message: str | None = None
     counted: bool = Field(default=True, description="False when an exit-code rule said Ignore.")

@@ -135,6 +135,9 @@ class TaskSummary(ApiModel):
     attempts: int | None = None
     duration: str | None = None
     exit_code: int | None = None
+    reason: str | None = Field(
+        default=None, description="While the task's pod waits: why (ErrImagePull, Unschedulable...)."
+    )
     message: str | None = None
     outputs: dict[str, str] | None = None
     usage: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
