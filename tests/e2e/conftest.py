@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "scriptrun"
 OPERATOR_NS = "scriptrun-system"
 REALNODE_INFO: list[str] = []
+TIER_STARTED: list[float] = []  # when the real node started coming up (the tier's duration ends at teardown)
 REQUIRED_ARCHIVES = ("runner.oci.tar", "monitor.oci.tar", "operator.oci.tar", "test-python3.oci.tar")
 
 
@@ -63,14 +64,15 @@ def realnode() -> Iterator[RealCluster]:
     reason = why_not()
     if reason:
         _skip_or_fail(reason)
-    installed = node_host.install_packages()
     started = time.monotonic()
+    TIER_STARTED.append(started)
+    installed = node_host.install_packages()
     cluster = RealCluster.create_real(image_dir())
     try:
         cluster.start_real()
         versions = cluster.component_versions()
         REALNODE_INFO.append(
-            "e2e tests ran on a real kubelet "
+            "e2e tests ran on a real node: "
             + ", ".join(f"{k} {v}" for k, v in versions.items())
             + f" in network namespace {cluster.netns.name}; node Ready in {time.monotonic() - started:.1f}s"
             + (f" (installed {', '.join(installed)})" if installed else "")

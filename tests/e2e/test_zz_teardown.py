@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e.conftest import REALNODE_INFO
+from tests.e2e.conftest import REALNODE_INFO, TIER_STARTED
 from tests.support.realnode import RealCluster
 
 
@@ -20,4 +20,7 @@ def test_teardown_leaves_nothing_behind(realnode: RealCluster) -> None:
     realnode.stop()
     took = time.monotonic() - started
     assert realnode.leftovers() == []
-    REALNODE_INFO.append(f"real node torn down in {took:.1f}s, nothing left behind (checked)")
+    tier = time.monotonic() - TIER_STARTED[0] if TIER_STARTED else 0.0
+    REALNODE_INFO.append(
+        f"real node torn down in {took:.1f}s, nothing left behind (checked); the tier took {tier:.0f}s in all"
+    )
