@@ -19,11 +19,11 @@ PYTEST_ARGS ?=
 .PHONY: help venv bins crds run test test-unit test-controlplane e2e lint bench bench-monitor bench-dag image clean-cache
 help:
 	@echo "make run    - install and run examples/hello-scriptrun.yaml locally (no cluster)"
-	@echo "make test   - lint, type-check, unit and control-plane tests (builds what is missing)"
+	@echo "make test   - lint, type-check, unit, control-plane and real-node tests (builds what is missing)"
 	@echo "make crds   - regenerate crds/ from the models"
 	@echo "make bins   - build the Kubernetes binaries used by the tests (cached)"
 	@echo "make e2e    - the real-node tier only (root): real kubelet, helm install, every example"
-	@echo "make image  - build the runner image as an OCI archive, without a registry"
+	@echo "make image  - build the runner, monitor and operator images as OCI archives (root; no registry)"
 	@echo "make bench  - benchmarks (bench-monitor)"
 
 $(UV):
