@@ -351,3 +351,58 @@ def test_status_of_a_1000_task_workflow_stays_small() -> None:
     assert size < 256 * 1024, size
     assert status.tasks["l9-t99"].usage == {"cpuAvgPercent": 97.5, "memoryMaxMb": 123.45}
     assert status.tasks["l9-t99"].duration == "1m5s"
+
+
+def simulate_with_lag(s: WorkflowSpec, *, max_steps: int = 60) -> tuple[WorkflowStatus, list[int], list[str]]:
+    """Like a cluster: a child created in one decision is absent from the next observation (the watch
+    has not shown it yet); the backend passes it as `expected` meanwhile. A child runs for two steps.
+    Returns the final status, the number of children really live after each decision, the starts."""
+    plan = build_plan(s)
+    status = WorkflowStatus()
+    actual: dict[str, ChildObservation] = {}  # what exists, whether the backend sees it or not
+    born: dict[str, int] = {}
+    visible: set[str] = set()
+    live: list[int] = []
+    starts: list[str] = []
+    for step in range(max_steps):
+        observed = {n: actual[n] for n in visible}
+        expected = set(actual) - visible
+        d = decide_workflow(plan, s, status, observed, T0 + timedelta(seconds=step), name="wf", expected=expected)
+        status = d.status
+        for start in d.start:
+            assert start.node not in actual, f"{start.node} started twice"
+            actual[start.node] = ChildObservation(phase="Running", attempts=1)
+            born[start.node] = step
+            starts.append(start.node)
+        live.append(sum(1 for o in actual.values() if o.phase == "Running"))
+        if status.phase in ("Succeeded", "Failed"):
+            return status, live, starts
+        visible |= {n for n, b in born.items() if b < step}  # the watch shows it one decision late
+        for node, b in born.items():
+            if b <= step - 1 and actual[node].phase == "Running":
+                actual[node] = ChildObservation(phase="Succeeded", attempts=1, exit_code=0)
+    raise AssertionError(f"did not finish: {status}")
+
+
+@pytest.mark.parametrize("parallelism", [1, 2, 5])
+def test_parallelism_counts_children_created_but_not_yet_observed(parallelism: int) -> None:
+    s = spec([task(f"t{i:02d}") for i in range(12)], parallelism=parallelism)
+    status, live, starts = simulate_with_lag(s)
+    assert status.phase == "Succeeded" and status.progress == "12/12"
+    assert sorted(starts) == [f"t{i:02d}" for i in range(12)]
+    assert max(live) == parallelism, live
+
+
+def test_an_unseen_child_holds_its_slot_and_shows_as_running() -> None:
+    s = spec([task("a"), task("b"), task("c")], parallelism=2)
+    plan = build_plan(s)
+    d = decide_workflow(plan, s, WorkflowStatus(), {}, T0, name="wf")
+    assert [x.node for x in d.start] == ["a", "b"]
+    # the backend created a and b; its next look sees neither yet
+    d = decide_workflow(plan, s, d.status, {}, T0, name="wf", expected={"a", "b"})
+    assert d.start == [] and (d.status.message or "").startswith("2 running,")
+    assert {n: t.phase for n, t in d.status.tasks.items()} == {"a": "Pending", "b": "Pending"}
+    # a appears (and is done), b still unseen: one slot frees, c starts
+    done = {"a": ChildObservation(phase="Succeeded")}
+    d = decide_workflow(plan, s, d.status, done, T0, name="wf", expected={"b"})
+    assert [x.node for x in d.start] == ["c"]

@@ -171,9 +171,11 @@ def build_plan(spec: WorkflowSpec, *, overrides: dict[str, str] | None = None) -
             elif dep == task.name:
                 errors.append(f"{where}: dependencies: a task cannot depend on itself")
             mine.add(dep)
-        if task.depends:
+        if task.depends and params.references(task.depends):
+            errors.append(f"{where}: depends: placeholders are not allowed (depends sees task results; use when)")
+        elif task.depends:
             try:
-                expressions.check(expressions.rewrite_depends(task.depends))
+                expressions.check(expressions.rewrite_depends(task.depends), task.depends)
                 refs = expressions.referenced_tasks(task.depends)
                 if not refs:
                     errors.append(f"{where}: depends: {task.depends!r} names no task result (e.g. a.Succeeded)")
@@ -256,9 +258,8 @@ def build_plan(spec: WorkflowSpec, *, overrides: dict[str, str] | None = None) -
                 if problem:
                     errors.append(f"task {task.name}: {fld}: {{{{{ref}}}}}: {problem}")
         if task.when:
-            probe = params.PLACEHOLDER.sub("0", task.when)
             try:
-                expressions.check(probe)
+                expressions.check(expressions.bind_placeholders(task.when).text, task.when)
             except expressions.ExpressionError as err:
                 errors.append(f"task {task.name}: when: {err}")
         for out in (task.outputs.parameters if task.outputs else None) or []:

@@ -2,6 +2,10 @@
 
 {{workflow.name}}  {{workflow.parameters.NAME}}  {{inputs.parameters.NAME}}  {{matrix.NAME}}
 {{tasks.TASK.outputs.parameters.NAME}}  {{workflow.status}} (exit handlers)
+
+`substitute` is text substitution, for the task's fields (`script`, `args`, `env`, `image`). A
+`when` never goes through it: there each placeholder is a CEL variable bound to its value
+(expressions.bind_placeholders), so a value cannot become code.
 """
 
 from __future__ import annotations

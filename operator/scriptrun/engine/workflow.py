@@ -162,8 +162,7 @@ def _when_context(values: dict[str, str]) -> dict[str, Any]:
 
 
 def _eval_when(expr: str, values: dict[str, str]) -> bool:
-    text = params.substitute(expr, values)
-    return expressions.evaluate_bool(text, _when_context(values))
+    return expressions.evaluate_when(expr, values, _when_context(values))
 
 
 def decide_workflow(
@@ -179,6 +178,8 @@ def decide_workflow(
     generation: int = 0,
     expected: set[str] | None = None,
 ) -> WorkflowDecision:
+    """`observed`: the children the backend sees now, by node. `expected`: the nodes whose child the
+    backend created and does not see yet (a watch lags its own creates); they count as running."""
     new = status.model_copy(deep=True)
     new.observed_generation = generation
     decision = WorkflowDecision(status=new)
@@ -226,6 +227,9 @@ def decide_workflow(
         return all(state.phases[i] in TERMINAL for i in plan.nodes_of[task])
 
     running = [n for n, p in state.phases.items() if p == "Running" or (p == "Pending" and n in observed)]
+    # started, but the backend has not observed the child yet (in a cluster: created, not in the watch
+    # yet): it runs as far as every concurrency limit is concerned, and it is never started again
+    unseen = [n for n in plan.nodes if n in expected and n not in observed and state.phases[n] == "Pending"]
     deadline_hit = bool(spec.active_deadline_seconds) and now >= started + timedelta(
         seconds=spec.active_deadline_seconds or 0
     )
@@ -242,7 +246,7 @@ def decide_workflow(
         if p == "Failed" and not plan.nodes[n].exit_handler and plan.nodes[n].task not in plan.handled_failures
     ]
     wf_values = {"workflow.name": name, "workflow.namespace": namespace, "workflow.uid": uid}
-    budget = (spec.parallelism or 10**9) - len(running)
+    budget = (spec.parallelism or 10**9) - len(running) - len(unseen)
     blocked_reason = None
     if spec.suspend:
         blocked_reason = "suspended"
@@ -253,6 +257,7 @@ def decide_workflow(
         return (
             state.phases[node_id] == "Pending"
             and node_id not in observed
+            and node_id not in expected
             and node_id not in starting
             and node_id not in state.summaries
         )
@@ -382,7 +387,7 @@ def decide_workflow(
         new.message = (
             "suspended: no new task starts"
             if spec.suspend
-            else f"{len(running) + len(decision.start)} running, {waiting} waiting"
+            else f"{len(running) + len(unseen) + len(decision.start)} running, {waiting} waiting"
         )
         new.duration = clock.human_duration((now - started).total_seconds())
         if old_phase == "Pending":

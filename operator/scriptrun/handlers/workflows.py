@@ -262,6 +262,7 @@ async def reconcile(key: Hashable) -> datetime | None:
         for c in children
         if c.get("node")
     }
+    # children created here and not in the index yet: the engine counts them against parallelism
     expected = state.expected.setdefault(key, set())
     expected -= set(observed)
     decision = decide_workflow(
