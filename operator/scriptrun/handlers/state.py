@@ -57,7 +57,6 @@ class WorkflowState:
     expected: dict[Key, set[str]] = field(default_factory=dict)
     children_index: Any = None
     retired: set[str] = field(default_factory=set)  # uids of children a retry deleted
-    fresh: dict[Key, dict[str, dict[str, Any]]] = field(default_factory=dict)  # child snapshots ahead of the index
     desired: dict[Key, tuple[str | None, Any]] = field(default_factory=dict)  # (uid, latest decided status)
     written: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the status as last stored
 

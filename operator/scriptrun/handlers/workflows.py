@@ -92,38 +92,14 @@ async def children_by_workflow(body: kopf.Body, namespace: str | None, **_: Any)
 
 
 def child_written(body: dict[str, Any]) -> None:
-    """The ScriptRun controller just wrote a child's status: let its workflow see it now, without
-    waiting for the watch to bring the change back through the index (newer resourceVersion wins)."""
+    """The ScriptRun controller just wrote a child's status: wake its workflow now. (The workflow
+    reads its children from the index, so it sees the change once the watch has brought it.)"""
     state = STATE.workflows
     owner = _owner_workflow(body)
     namespace = body.get("metadata", {}).get("namespace")
     if state is None or owner is None or namespace is None:
         return
-    snap = child_snapshot(body)
-    state.fresh.setdefault((namespace, owner), {})[snap["name"]] = snap
     state.loop.kick((namespace, owner))
-
-
-def _rv(snapshot: dict[str, Any]) -> int:
-    try:
-        return int(snapshot.get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
-def _current_children(state: Any, key: Key) -> list[dict[str, Any]]:
-    """The index's snapshots, each replaced by a fresher one the ScriptRun controller handed over."""
-    fresh = state.fresh.get(key, {})
-    out = []
-    for snap in state.children_of(key):
-        newer = fresh.get(snap["name"])
-        if newer is not None and newer.get("uid") == snap.get("uid") and _rv(newer) > _rv(snap):
-            out.append(newer)
-        else:
-            if newer is not None:
-                fresh.pop(snap["name"], None)  # the index has caught up
-            out.append(snap)
-    return out
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
@@ -138,7 +114,6 @@ async def workflow_event(
     if event.get("type") == "DELETED":
         state.bodies.pop(key, None)
         state.expected.pop(key, None)
-        state.fresh.pop(key, None)
         state.desired.pop(key, None)
         state.written.pop(key, None)
         state.writer.forget(key)
