@@ -1,8 +1,10 @@
 """DAG benchmark (`make bench-dag`): the real operator against the real control plane, kwok pods that
 complete at once. Makespan and per-task operator overhead for (a) 200 independent tasks, (b) a
 1000-task layered DAG (10 layers x 100), (c) a 100-task chain; the operator's CPU seconds and peak
-RSS over each. Targets (workflow issue): (b) under 120 s; per-task overhead under 50 ms in (c);
-operator RSS under 250 MiB.
+RSS over each; and the API requests each task costs, by verb and resource, from the API server's own
+`apiserver_request_total` (every client: the operator, kwok, the scheduler, KCM; the bench's own
+status polls are taken out). Targets (workflow issue): (b) under 120 s; per-task overhead under
+50 ms in (c); operator RSS under 250 MiB.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,6 +42,22 @@ def rss_mib(pid: int) -> tuple[float, float]:
             elif line.startswith("VmHWM:"):
                 peak = int(line.split()[1]) / 1024
     return now, peak
+
+
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
+
+
+def request_counts(cp: ControlPlane) -> Counter[tuple[str, str]]:
+    """Requests the API server has served so far, by (verb, resource[/subresource])."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(cp.request("GET", "/metrics")):
+        for sample in family.samples:
+            if sample.name != "apiserver_request_total":
+                continue
+            labels = sample.labels
+            resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            counts[(labels.get("verb", ""), resource)] += int(sample.value)
+    return counts
 
 
 def task(name: str, deps: list[str] | None = None) -> dict[str, Any]:
@@ -72,6 +93,8 @@ def run(
         "metadata": {"name": name, "namespace": ns},
         "spec": {"tasks": tasks, "podGC": {"strategy": "OnWorkflowCompletion"}},
     }
+    before = request_counts(cp)
+    polls = 0
     start = time.monotonic()
     # strict: a misspelt field fails here instead of being pruned silently
     cp.request("POST", f"/apis/scriptrun.dev/v1alpha1/namespaces/{ns}/workflows?fieldValidation=Strict", wf)
@@ -79,12 +102,17 @@ def run(
     status: dict[str, Any] = {}
     while time.monotonic() - start < timeout:
         status = cp.request("GET", f"/apis/scriptrun.dev/v1alpha1/namespaces/{ns}/workflows/{name}").get("status") or {}
+        polls += 1
         peak = max(peak, rss_mib(pid)[0])
         if status.get("phase") in ("Succeeded", "Failed"):
             break
         time.sleep(0.25)
     makespan = time.monotonic() - start
     size = len(json.dumps(status))
+    requests = request_counts(cp) - before
+    requests[("GET", "workflows")] -= polls + 1  # the bench's own polls (and the /metrics read is not counted)
+    requests[("POST", "workflows")] -= 1  # the bench's own submission
+    per_task = {f"{verb} {res}": n / len(tasks) for (verb, res), n in requests.most_common() if n > 0}
     return {
         "scenario": label,
         "tasks": len(tasks),
@@ -94,6 +122,8 @@ def run(
         "operator_cpu_s": cpu_seconds(pid) - cpu0,
         "operator_rss_peak_mib": peak,
         "status_kib": size / 1024,
+        "requests_per_task": per_task,
+        "writes_per_task": sum(v for k, v in per_task.items() if k.split()[0] in WRITE_VERBS),
     }
 
 
@@ -164,6 +194,11 @@ def main() -> int:
             f"{r['scenario']:<26} {r['tasks']:>5} {r['phase']:>9} {r['makespan_s']:>10.1f} {r['per_task_ms']:>11.1f} "
             f"{r['operator_cpu_s']:>9.1f} {r['operator_rss_peak_mib']:>10.0f} {r['status_kib']:>10.1f}"
         )
+    print()
+    print("API requests per task (all clients; watches are long-lived, so they barely show):")
+    for r in rows:
+        top = ", ".join(f"{k} {v:.2f}" for k, v in list(r["requests_per_task"].items())[:12])
+        print(f"  {r['scenario']:<26} writes {r['writes_per_task']:.2f}/task: {top}")
     by = {r["scenario"][0]: r for r in rows}
     if "b" in by:
         print(
