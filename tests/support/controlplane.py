@@ -184,31 +184,10 @@ class ControlPlane:
             self.kubectl("apply", "-f", str(crds))
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
             shutil.rmtree(self.workdir / "kubectl-cache", ignore_errors=True)  # discovery read before the CRDs
-        self._spawn(
-            "kube-controller-manager",
-            [
-                self.binary("kube-controller-manager"),
-                f"--kubeconfig={kc}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                f"--root-ca-file={certs['ca.crt']}",
-                f"--service-account-private-key-file={certs['sa.key']}",
-                "--use-service-account-credentials=false",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route",
-                "--concurrent-gc-syncs=10",
-            ],
-        )
-        self._spawn(
-            "kube-scheduler",
-            [
-                self.binary("kube-scheduler"),
-                f"--kubeconfig={kc}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-            ],
-        )
+        controllers = "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service,-route"
+        kcm = self.controller_manager_args(self.kubeconfig, certs, controllers)
+        self._spawn("kube-controller-manager", [*kcm, "--concurrent-gc-syncs=10"])
+        self._spawn("kube-scheduler", self.scheduler_args(self.kubeconfig))
         home = self.workdir / "kwok-home"
         home.mkdir()
         stages = sorted(KWOK_STAGES.glob("scriptrun-pod-*.yaml"))
@@ -241,7 +220,10 @@ class ControlPlane:
         return ""
 
     # -- helpers -------------------------------------------------------------------------------
-    def _write_kubeconfig(self, certs: dict[str, Path]) -> Path:
+    def _write_kubeconfig(self, certs: dict[str, Path], server: str | None = None, name: str = "kubeconfig") -> Path:
+        """An admin kubeconfig for `server` (default: this API server on loopback); also sets up the TLS
+        context `request()` uses."""
+
         def b64(path: Path) -> str:
             return base64.b64encode(path.read_bytes()).decode()
 
@@ -253,7 +235,7 @@ class ControlPlane:
                 {
                     "name": "test",
                     "cluster": {
-                        "server": f"https://127.0.0.1:{self.port}",
+                        "server": server or f"https://127.0.0.1:{self.port}",
                         "certificate-authority-data": b64(certs["ca.crt"]),
                     },
                 }
@@ -269,11 +251,33 @@ class ControlPlane:
             ],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin", "namespace": "default"}}],
         }
-        path = self.workdir / "kubeconfig"
+        path = self.workdir / name
         path.write_text(yaml.safe_dump(config))
         self._ssl = ssl.create_default_context(cafile=str(certs["ca.crt"]))
         self._ssl.load_cert_chain(str(certs["admin.crt"]), str(certs["admin.key"]))
         return path
+
+    def controller_manager_args(self, kubeconfig: Path, certs: dict[str, Path], controllers: str) -> list[str]:
+        return [
+            self.binary("kube-controller-manager"),
+            f"--kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            f"--root-ca-file={certs['ca.crt']}",
+            f"--service-account-private-key-file={certs['sa.key']}",
+            "--use-service-account-credentials=false",
+            f"--controllers={controllers}",
+        ]
+
+    def scheduler_args(self, kubeconfig: Path) -> list[str]:
+        return [
+            self.binary("kube-scheduler"),
+            f"--kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+        ]
 
     def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
         data = None if body is None else json.dumps(body).encode()

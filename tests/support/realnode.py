@@ -10,7 +10,6 @@ the host's loopback (netns_forward.py). Everything is stopped by PID and removed
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import contextlib
 import json
@@ -24,8 +23,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from tests.support import node_host
 from tests.support.certs import make_certs
@@ -209,33 +206,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         return sorted(ref for ref in listed if not ref.startswith("sha256:"))
 
     # control plane ---------------------------------------------------------------------------
-    def _kubeconfig_for(self, server: str, certs: dict[str, Path], path: Path) -> Path:
-        def b64(p: Path) -> str:
-            return base64.b64encode(p.read_bytes()).decode()
-
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "current-context": "realnode",
-            "clusters": [
-                {"name": "realnode", "cluster": {"server": server, "certificate-authority-data": b64(certs["ca.crt"])}}
-            ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate-data": b64(certs["admin.crt"]),
-                        "client-key-data": b64(certs["admin.key"]),
-                    },
-                }
-            ],
-            "contexts": [
-                {"name": "realnode", "context": {"cluster": "realnode", "user": "admin", "namespace": "default"}}
-            ],
-        }
-        path.write_text(yaml.safe_dump(config))
-        return path
-
     def _start_control_plane(self, certs: dict[str, Path], timeout: float) -> None:
         self._spawn_in_netns(
             "etcd",
@@ -277,38 +247,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             ],
         )
         # outside the namespace (tests, kubectl, helm): through the forwarder; inside: the node address
-        self.kubeconfig = self._kubeconfig_for(f"https://127.0.0.1:{self.port}", certs, self.workdir / "kubeconfig")
-        self.inner_kubeconfig = self._kubeconfig_for(
-            f"https://{NODE_IP}:{API_PORT}", certs, self.workdir / "kubeconfig.node"
-        )
-        self._ssl_setup(certs)
+        self.inner_kubeconfig = self._write_kubeconfig(certs, f"https://{NODE_IP}:{API_PORT}", "kubeconfig.node")
+        self.kubeconfig = self._write_kubeconfig(certs)  # through the forwarder on the host's loopback
         self._wait_ready(timeout)
-        kc = str(self.inner_kubeconfig)
-        self._spawn_in_netns(
-            "kube-controller-manager",
-            [
-                self.binary("kube-controller-manager"),
-                f"--kubeconfig={kc}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                f"--root-ca-file={certs['ca.crt']}",
-                f"--service-account-private-key-file={certs['sa.key']}",
-                "--use-service-account-credentials=false",
-                # node lifecycle on: it lifts the not-ready taint a new Node gets
-                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service,-route",
-            ],
-        )
-        self._spawn_in_netns(
-            "kube-scheduler",
-            [self.binary("kube-scheduler"), f"--kubeconfig={kc}", "--leader-elect=false", "--secure-port=0"],
-        )
-
-    def _ssl_setup(self, certs: dict[str, Path]) -> None:
-        import ssl
-
-        self._ssl = ssl.create_default_context(cafile=str(certs["ca.crt"]))
-        self._ssl.load_cert_chain(str(certs["admin.crt"]), str(certs["admin.key"]))
+        # node lifecycle on: it lifts the not-ready taint a new Node gets
+        controllers = "*,-nodeipam,-cloud-node-lifecycle,-service,-route"
+        kcm = self.controller_manager_args(self.inner_kubeconfig, certs, controllers)
+        self._spawn_in_netns("kube-controller-manager", kcm)
+        self._spawn_in_netns("kube-scheduler", self.scheduler_args(self.inner_kubeconfig))
 
     # the node --------------------------------------------------------------------------------
     def _kubelet_config(self, certs: dict[str, Path]) -> dict[str, object]:
