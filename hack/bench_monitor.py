@@ -19,6 +19,8 @@ from pathlib import Path
 
 import psutil
 
+from scriptrun.model.contract import LAUNCHER_FILE, PID_FILE
+
 TREE = """
 import subprocess, sys, time
 kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep({dur})']) for _ in range({n} - 1)]
@@ -60,14 +62,14 @@ def measure(processes: int, interval: float, duration: float) -> dict[str, float
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    while not (run_dir / "launch.py").exists():
+    while not (run_dir / LAUNCHER_FILE).exists():
         time.sleep(0.05)
     time.sleep(0.5)  # let the interpreter settle: measure the steady state, not the start-up
     mon = psutil.Process(monitor.pid)
     main = subprocess.Popen(
         [
             sys.executable,
-            str(run_dir / "launch.py"),
+            str(run_dir / LAUNCHER_FILE),
             str(run_dir),
             "--",
             sys.executable,
@@ -75,7 +77,7 @@ def measure(processes: int, interval: float, duration: float) -> dict[str, float
             TREE.format(n=processes, dur=duration),
         ]
     )
-    while not (run_dir / "main.pid").exists():
+    while not (run_dir / PID_FILE).exists():
         time.sleep(0.01)
     time.sleep(1.0)  # all children started
     cpu0 = cpu_seconds(monitor.pid)

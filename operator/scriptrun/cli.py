@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from scriptrun import __version__
+from scriptrun.model import contract
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -90,12 +91,16 @@ def _print_object(obj: dict[str, Any], fmt: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from scriptrun.model.manifest import ManifestError, load_documents, parse_object
+    from scriptrun.model.manifest import ManifestError, load_documents, parse_object, read_error
     from scriptrun.model.scriptrun import ScriptRun
 
     path = Path(args.file)
     try:
-        docs = load_documents(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise read_error(str(path), err) from err
+        docs = load_documents(text, str(path))
         configmaps = {d.get("metadata", {}).get("name", ""): d for d in docs if d.get("kind") == "ConfigMap"}
         objects = [parse_object(d, str(path)) for d in docs if d.get("kind") != "ConfigMap"]
     except ManifestError as err:
@@ -154,12 +159,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     from scriptrun.monitor.sidecar import MonitorConfig, run_monitor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    labels = {
-        "namespace": os.environ.get("SCRIPTRUN_NAMESPACE", ""),
-        "scriptrun": os.environ.get("SCRIPTRUN_NAME", ""),
-        "workflow": os.environ.get("SCRIPTRUN_WORKFLOW", ""),
-        "task": os.environ.get("SCRIPTRUN_TASK", ""),
-    }
+    labels = contract.monitor_labels(os.environ)
     config = MonitorConfig(
         run_dir=Path(args.run_dir),
         interval=args.interval,
@@ -198,8 +198,8 @@ def parser() -> argparse.ArgumentParser:
     mon = sub.add_parser("monitor", help="the usage monitor sidecar (runs inside a run pod)")
     mon.add_argument("--interval", type=_interval, default=1.0, help="sampling interval in seconds (0.1-60)")
     mon.add_argument("--port", type=int, default=9090, help="Prometheus metrics port")
-    mon.add_argument("--run-dir", default="/scriptrun/run", help="the directory shared with the main container")
-    mon.add_argument("--termination-path", default="/dev/termination-log")
+    mon.add_argument("--run-dir", default=contract.RUN_DIR, help="the directory shared with the main container")
+    mon.add_argument("--termination-path", default=contract.TERMINATION_LOG)
     mon.add_argument("--memory-detail", action="store_true", help="also sample USS/PSS (reads smaps_rollup)")
     mon.add_argument("--exit-when-done", action="store_true", help="exit after the summary (default: on SIGTERM)")
     mon.add_argument("--start-timeout", type=float, default=None, help="give up waiting for the script after N s")

@@ -9,10 +9,20 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # rich is imported when a command runs: `scriptrun monitor` stays small
+if TYPE_CHECKING:  # rich and the client are imported when a command runs: `scriptrun monitor` stays small
     from rich.console import Console
 
-TERMINAL = ("Succeeded", "Failed", "Error")
+    from scriptrun.k8s.api import Kube
+
+
+def _finished(obj: dict[str, Any]) -> bool:
+    """A Workflow or ScriptRun in a final phase (the models' phase enums say which are final)."""
+    from scriptrun.model.scriptrun import RunPhase
+    from scriptrun.model.workflow import WorkflowPhase
+
+    phase = (obj.get("status") or {}).get("phase") or "Pending"
+    enum: type[RunPhase] | type[WorkflowPhase] = WorkflowPhase if obj.get("kind") == "Workflow" else RunPhase
+    return phase in enum.__members__.values() and enum(phase).terminal
 
 
 def _render(obj: dict[str, Any], console: Console) -> None:
@@ -76,103 +86,150 @@ def _output(obj: dict[str, Any], fmt: str, console: Console) -> None:
         _render(obj, console)
 
 
+class CliError(Exception):
+    """What the CLI reports in one line (exit 1), without a traceback."""
+
+
 async def _main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from scriptrun.k8s.cli_client import CliError, ClusterClient
+    from scriptrun.build import names
+    from scriptrun.k8s.api import Kube, KubeError
+    from scriptrun.k8s.credentials import CredentialsError, load_credentials
 
     console = Console(highlight=False)
     try:
-        cluster, default_ns = await ClusterClient.connect()
-    except CliError as err:  # no usable kubeconfig or in-cluster credentials: one line, no traceback
+        credentials = await load_credentials("kubeconfig")
+    except CredentialsError as err:  # no usable kubeconfig or in-cluster credentials: one line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
-    ns = args.namespace or default_ns
+    kube = Kube(credentials.api_client())
+    ns = args.namespace or credentials.namespace
     try:
         if args.command == "submit":
-            return await _submit(cluster, ns, args, console)
-        obj = await cluster.find(ns, args.name)
+            return await _submit(kube, ns, args, console)
+        obj = await _find(kube, ns, args.name)
         if args.command == "get":
             _output(obj, args.output, console)
         elif args.command == "logs":
-            await _logs(cluster, ns, obj, args.task, console)
+            await _logs(kube, ns, obj, args.task, console)
         elif args.command == "retry":
             if obj["kind"] != "Workflow":
                 raise CliError("retry works on Workflows (a ScriptRun retries by its retryStrategy)")
             if (obj.get("status") or {}).get("phase") != "Failed":
                 raise CliError(f"{args.name} has not failed: nothing to retry")
             round_ = int((obj.get("status") or {}).get("retryRound") or 0) + 1
-            await cluster.patch(ns, obj, {"metadata": {"annotations": {"scriptrun.dev/retry": str(round_)}}})
+            await _patch(kube, obj, {"metadata": {"annotations": {names.ANNOTATION_RETRY: str(round_)}}})
             console.print(f"workflow {args.name}: retry {round_} requested (failed tasks run again)")
         elif args.command == "stop":
             if obj["kind"] == "Workflow":
                 mode = "Terminate" if args.terminate else "Stop"
-                await cluster.patch(ns, obj, {"spec": {"shutdown": mode}})
+                await _patch(kube, obj, {"spec": {"shutdown": mode}})
                 console.print(f"workflow {args.name}: shutdown {mode}")
             else:
-                await cluster.patch(ns, obj, {"spec": {"terminate": True}})
+                await _patch(kube, obj, {"spec": {"terminate": True}})
                 console.print(f"scriptrun {args.name}: terminating")
         elif args.command in ("suspend", "resume"):
             if obj["kind"] != "Workflow":
                 raise CliError("suspend/resume work on Workflows")
-            await cluster.patch(ns, obj, {"spec": {"suspend": args.command == "suspend"}})
+            await _patch(kube, obj, {"spec": {"suspend": args.command == "suspend"}})
             console.print(f"workflow {args.name}: {'suspended' if args.command == 'suspend' else 'resumed'}")
         return 0
     except CliError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KubeError as err:  # the API server's own words (they name the object)
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
     finally:
-        await cluster.close()
+        await kube.close()
 
 
-async def _submit(cluster: Any, ns: str, args: argparse.Namespace, console: Console) -> int:
-    from scriptrun.model.manifest import ManifestError, load_documents, parse_object
+async def _find(kube: Kube, ns: str, name: str, kind: str | None = None) -> dict[str, Any]:
+    from scriptrun.k8s.api import PLURALS
+
+    kinds = [kind] if kind else ["Workflow", "ScriptRun"]
+    for k in kinds:
+        obj = await kube.get_custom(PLURALS[k], ns, name)
+        if obj is not None:
+            return obj
+    raise CliError(f"no {' or '.join(kinds)} named {name!r} in namespace {ns!r}")
+
+
+async def _patch(kube: Kube, obj: dict[str, Any], patch: dict[str, Any]) -> None:
+    from scriptrun.k8s.api import PLURALS
+
+    kind, meta = obj["kind"], obj["metadata"]
+    if await kube.patch_custom(PLURALS[kind], meta["namespace"], meta["name"], patch) is None:
+        raise CliError(f"{kind} {meta['name']!r} was deleted meanwhile")
+
+
+async def _submit(kube: Kube, ns: str, args: argparse.Namespace, console: Console) -> int:
+    from scriptrun.k8s.api import PLURALS, KubeError
+    from scriptrun.model.manifest import ManifestError, load_documents, parse_object, read_error
 
     try:
-        docs = load_documents(Path(args.file))
+        try:
+            text = await asyncio.to_thread(Path(args.file).read_text)
+        except OSError as err:
+            raise read_error(args.file, err) from err
+        docs = load_documents(text, args.file)
         for doc in docs:
-            if doc.get("kind") in ("Workflow", "ScriptRun"):
+            if doc.get("kind") in PLURALS:
                 parse_object(doc, args.file)  # refuse locally what the API server would refuse
     except ManifestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for doc in docs:
+        if doc.get("kind") != "ConfigMap" and doc.get("kind") not in PLURALS:
+            raise CliError(f"cannot submit kind {doc.get('kind')!r}")
     main: dict[str, Any] | None = None
     for doc in docs:
-        created = await cluster.create(ns, doc)
+        meta = doc.get("metadata") or {}
+        what = f"{doc['kind'].lower()}/{meta.get('name') or meta.get('generateName', '') + '*'}"
+        try:
+            created = await kube.create_object(ns, doc)
+        except KubeError as err:
+            raise CliError(f"cannot create {what}: {err.message}") from None
+        if created is None:
+            raise CliError(f"{what} already exists in namespace {ns!r}")
         console.print(f"{doc['kind'].lower()}/{created['metadata']['name']} created")
-        if doc.get("kind") in ("Workflow", "ScriptRun"):
+        if doc.get("kind") in PLURALS:
             main = created
     if not args.watch or main is None:
         return 0
     seen: dict[str, str] = {}
     while True:
-        obj = await cluster.find(ns, main["metadata"]["name"], main["kind"])
+        obj = await _find(kube, ns, main["metadata"]["name"], main["kind"])
         status = obj.get("status") or {}
         for name, t in (status.get("tasks") or {}).items():
             if seen.get(name) != t.get("phase"):
                 seen[name] = t.get("phase")
                 console.print(f"  {name}: {t.get('phase')}")
-        if status.get("phase") in TERMINAL:
+        if _finished(obj):
             _render(obj, console)
             return 0 if status["phase"] == "Succeeded" else 1
         await asyncio.sleep(1)
 
 
-async def _logs(cluster: Any, ns: str, obj: dict[str, Any], task: str | None, console: Console) -> None:
-    from scriptrun.k8s.cli_client import CliError
+async def _logs(kube: Kube, ns: str, obj: dict[str, Any], task: str | None, console: Console) -> None:
+    from scriptrun.build import names
+    from scriptrun.k8s.api import KubeError
 
     runs = [obj]
     if obj["kind"] == "Workflow":
-        children = await cluster.list_children(ns, obj["metadata"]["name"])
+        workflow = obj["metadata"]["name"]
+        selector = f"{names.LABEL_WORKFLOW}={names.label_value(workflow)}"
+        children = await kube.list_custom("scriptruns", ns, selector)
         if task:
+            value = names.label_value(task)
             children = [
                 c
                 for c in children
-                if c["metadata"]["labels"].get("scriptrun.dev/task") == task
-                or c["metadata"]["labels"].get("scriptrun.dev/node") == task
+                if value in ((c["metadata"].get("labels") or {}).get(k) for k in (names.LABEL_TASK, names.LABEL_NODE))
             ]
             if not children:
-                raise CliError(f"no task {task!r} has run in workflow {obj['metadata']['name']}")
+                raise CliError(f"no task {task!r} has run in workflow {workflow}")
         runs = sorted(children, key=lambda c: c["metadata"]["name"])
     for run in runs:
         attempts = (run.get("status") or {}).get("attempts") or []
@@ -180,7 +237,13 @@ async def _logs(cluster: Any, ns: str, obj: dict[str, Any], task: str | None, co
             continue
         pod = attempts[-1]["podName"]
         console.print(f"[bold]==> {run['metadata']['name']} ({pod})[/]")
-        print(await cluster.logs(ns, pod), end="")
+        try:
+            text = await kube.pod_log(ns, pod)
+        except KubeError as err:  # the API server proxies to the kubelet; that hop can fail too
+            raise CliError(f"cannot read the logs of pod {pod}: {err.message}") from None
+        if text is None:
+            raise CliError(f"cannot read the logs of pod {pod}: the pod is gone")
+        print(text, end="")
 
 
 def add_commands(sub: Any) -> None:

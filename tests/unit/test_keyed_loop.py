@@ -4,8 +4,8 @@ import asyncio
 from collections.abc import Hashable
 from datetime import datetime, timedelta
 
+from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import clock
-from scriptrun.handlers.loop import KeyedLoop
 
 
 def test_kicks_coalesce_and_the_task_ends_when_idle() -> None:

@@ -8,12 +8,19 @@ from typing import Any
 from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
 from scriptrun.build import names
 from scriptrun.engine.observe import MAIN_CONTAINER, MONITOR_CONTAINER
+from scriptrun.model.contract import (
+    LAUNCHER_FILE,
+    OUTPUTS_DIR,
+    PID_FILE,
+    RUN_DIR,
+    SCRIPT_DIR,
+    SCRIPT_KEY,
+    TERMINATION_LOG,
+    monitor_env,
+    script_env,
+)
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
 
-SCRIPT_DIR = "/scriptrun/script"
-RUN_DIR = "/scriptrun/run"
-OUTPUTS_DIR = "/scriptrun/run/outputs"
-TERMINATION_LOG = "/dev/termination-log"
 RUN_VOLUME = "scriptrun-run"
 OUTPUTS_VOLUME = "scriptrun-outputs"
 
@@ -36,7 +43,7 @@ class PodInputs:
 
 
 def script_path(spec: RunTemplate) -> str:
-    key = spec.script.config_map_ref.key if spec.script.config_map_ref else "main.py"
+    key = spec.script.config_map_ref.key if spec.script.config_map_ref else SCRIPT_KEY
     return f"{SCRIPT_DIR}/{key}"
 
 
@@ -57,16 +64,16 @@ def build_script_configmap(run: RunRef, spec: RunTemplate) -> dict[str, Any] | N
             "labels": base_labels(run),
             "ownerReferences": [run.owner_reference()],
         },
-        "data": {"main.py": spec.script.source},
+        "data": {SCRIPT_KEY: spec.script.source},
     }
 
 
-LAUNCHER = f"{RUN_DIR}/launch.py"
+LAUNCHER = f"{RUN_DIR}/{LAUNCHER_FILE}"
 
 
 def shell_launch(run_dir: str = RUN_DIR) -> str:
     """For `command:` runs no Python is assumed: a POSIX shell publishes its PID, then execs."""
-    tmp, final = f"{run_dir}/main.pid.tmp", f"{run_dir}/main.pid"
+    tmp, final = f"{run_dir}/{PID_FILE}.tmp", f"{run_dir}/{PID_FILE}"
     return f'printf \'{{"pid": %d}}\' $$ > {tmp} && mv {tmp} {final} && exec "$@"'
 
 
@@ -82,10 +89,7 @@ def main_command(spec: RunTemplate, monitored: bool) -> list[str]:
 
 def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int) -> dict[str, Any]:
     command = main_command(spec, monitored)
-    env: list[dict[str, Any]] = [
-        {"name": "SCRIPTRUN_OUTPUTS", "value": OUTPUTS_DIR},
-        {"name": "SCRIPTRUN_ATTEMPT", "value": str(attempt)},
-    ]
+    env: list[dict[str, Any]] = _env_list(script_env(outputs_dir=OUTPUTS_DIR, attempt=attempt))
     env += [e.dump() for e in spec.env or []]
     container: dict[str, Any] = {
         "name": MAIN_CONTAINER,
@@ -108,6 +112,10 @@ def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int
     return container
 
 
+def _env_list(env: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": name, "value": value} for name, value in env.items()]
+
+
 def _run_mounts() -> list[dict[str, Any]]:
     """The run directory (launcher handshake) and, inside it, its own world-writable emptyDir for
     outputs: $SCRIPTRUN_OUTPUTS exists before the script starts, whatever user either container runs as."""
@@ -126,12 +134,14 @@ def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str
         "restartPolicy": "Always",
         "command": ["scriptrun", "monitor"],
         "args": [f"--interval={monitor.interval_seconds:g}", f"--port={monitor.port}", f"--run-dir={RUN_DIR}"],
-        "env": [
-            {"name": "SCRIPTRUN_NAMESPACE", "value": run.namespace},
-            {"name": "SCRIPTRUN_NAME", "value": run.name},
-            {"name": "SCRIPTRUN_WORKFLOW", "value": labels.get(names.LABEL_WORKFLOW, "")},
-            {"name": "SCRIPTRUN_TASK", "value": labels.get(names.LABEL_TASK, "")},
-        ],
+        "env": _env_list(
+            monitor_env(
+                namespace=run.namespace,
+                name=run.name,
+                workflow=labels.get(names.LABEL_WORKFLOW, ""),
+                task=labels.get(names.LABEL_TASK, ""),
+            )
+        ),
         "ports": [{"name": "metrics", "containerPort": monitor.port, "protocol": "TCP"}],
         # the monitor installs the launcher before it serves: the main container waits for this
         "startupProbe": {

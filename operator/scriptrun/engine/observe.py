@@ -152,3 +152,60 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
     if message:
         message = message.strip()[-MESSAGE_LIMIT:]
     return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage)
+
+
+HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the usage a workflow summary shows; the rest stays in the run
+ChildPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+@dataclass(frozen=True)
+class ChildObservation:
+    """What a Workflow sees of one node's child run (both backends build it with `observe_child`).
+
+    `reason`/`message`: for a failed child, why it failed; for a live one, why its pod waits (the
+    child's `Waiting` condition: ErrImagePull, Unschedulable...), None while nothing holds it up.
+    `stopping`: the child was already told to stop; `pods_left`: it still has pods (pod GC)."""
+
+    phase: ChildPhase
+    attempts: int = 0
+    exit_code: int | None = None
+    started: str | None = None
+    finished: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    outputs: dict[str, str] | None = None
+    outputs_error: str | None = None
+    usage: dict[str, Any] | None = None
+    stopping: bool = False
+    pods_left: bool = False
+
+
+def waiting_reason(status: dict[str, Any]) -> str | None:
+    """Why a live run's pod waits (its `Waiting` condition while True): ErrImagePull, Unschedulable..."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Waiting" and cond.get("status") == "True":
+            return str(cond.get("reason") or "Waiting")
+    return None
+
+
+def observe_child(status: dict[str, Any], *, stopping: bool = False) -> ChildObservation:
+    """A child ScriptRun's status (as stored: camelCase JSON) as its Workflow sees it."""
+    attempts = status.get("attempts") or []
+    conditions = status.get("conditions") or []
+    failed = next((c for c in conditions if c.get("type") == "Failed" and c.get("status") == "True"), None)
+    usage = status.get("usage") or {}
+    waiting = None if failed else waiting_reason(status)
+    phase = status.get("phase")
+    return ChildObservation(
+        phase=phase if phase in ("Running", "Succeeded", "Failed") else "Pending",
+        attempts=len(attempts),
+        exit_code=attempts[-1].get("exitCode") if attempts else None,
+        started=status.get("startTime"),
+        finished=status.get("completionTime"),
+        reason=failed.get("reason") if failed else waiting,
+        message=status.get("message") if failed or waiting else None,
+        outputs=status.get("outputs"),
+        outputs_error=status.get("outputsError"),
+        usage={k: usage[k] for k in HEADLINE if k in usage} or None,
+        stopping=stopping,
+    )

@@ -1,7 +1,9 @@
 """One ScriptRun's state machine: from recorded status + observed attempts to the next status.
 
-Level-triggered: `decide` is a pure function of (spec, last status, what the backend observes now,
-the clock). Both backends (Kubernetes pods and local processes) call it and carry out its actions.
+Level-triggered: `decide` is a pure function of one frozen `RunInputs` (spec, last status, what the
+backend observes now, the clock). Both backends (Kubernetes pods and local processes) call it and
+carry out its actions; every action, Event and wake-up comes back as data, and the backends hold no
+policy of their own (a refused pod, a predecessor's pod on the name, the TTL are decided here).
 Recorded terminal attempts are final: a later observation never rewrites them.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -25,17 +27,33 @@ _CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")  # m
 
 @dataclass(frozen=True)
 class StartAttempt:
+    """Create attempt N (its pod or process)."""
+
     attempt: int
 
 
 @dataclass(frozen=True)
 class StopAttempt:
+    """Stop attempt N (delete its pod with the usual grace, or kill its process group)."""
+
     attempt: int
     name: str
     reason: str
 
 
-Action = StartAttempt | StopAttempt
+@dataclass(frozen=True)
+class RemoveStale:
+    """A deleted predecessor's pod still holds the name the next attempt needs: remove it now."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteSelf:
+    """The run finished longer than ttlSecondsAfterFinished ago: delete the ScriptRun."""
+
+
+Action = StartAttempt | StopAttempt | RemoveStale | DeleteSelf
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,40 @@ class Blocked:
 
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The backend could not carry out a StartAttempt: the API server refused the pod."""
+
+    status: int
+    message: str
+
+
+# A namespace's `default` ServiceAccount appears a moment after the namespace; until then the
+# ServiceAccount admission plugin refuses pods (403). Within this grace that is not a refusal.
+SERVICE_ACCOUNT_GRACE = timedelta(seconds=60)
+RETRY_SOON = timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Everything one decision reads. `expected`: attempts started but not observed yet;
+    `held`: pod names still held by a deleted predecessor's pods; `refused`: the API server refused
+    the pod of the attempt this decision would start (the backend decides once more with it)."""
+
+    spec: RunTemplate
+    status: ScriptRunStatus
+    observed: dict[int, AttemptObservation]
+    now: datetime
+    generation: int = 0
+    created: datetime | None = None
+    expected: frozenset[int] = frozenset()
+    blocked: Blocked | None = None
+    deadline_grace_seconds: float = 5.0
+    attempt_name: Callable[[int], str] = lambda n: f"attempt-{n}"
+    held: frozenset[str] = frozenset()
+    refused: Refusal | None = None
 
 
 @dataclass
@@ -84,6 +136,12 @@ def _cause(attempt: Attempt) -> str:
     return f"{attempt.reason}: {attempt.message}" if attempt.message else str(attempt.reason)
 
 
+def _failed(attempt: Attempt, now: datetime, reason: str, message: str) -> Attempt:
+    """The attempt, ended by the engine itself (timeout, pending timeout, terminate)."""
+    update = {"phase": RunPhase.FAILED, "finish_time": clock.fmt(now), "reason": reason, "message": message}
+    return attempt.model_copy(update=update)
+
+
 def _wake(decision: Decision, at: datetime) -> None:
     decision.wake_at = at if decision.wake_at is None else min(decision.wake_at, at)
 
@@ -104,13 +162,8 @@ def _pending_timeout(spec: RunTemplate, last: Attempt, now: datetime) -> tuple[A
     if now < deadline:
         return last, deadline
     why = f"not running after pendingTimeoutSeconds={limit}"
-    update = {
-        "phase": RunPhase.FAILED,
-        "finish_time": clock.fmt(now),
-        "reason": last.reason or "PendingTimeout",
-        "message": (f"{why}: {last.message}" if last.message else why)[:MESSAGE_LIMIT],
-    }
-    return last.model_copy(update=update), None
+    message = (f"{why}: {last.message}" if last.message else why)[:MESSAGE_LIMIT]
+    return _failed(last, now, last.reason or "PendingTimeout", message), None
 
 
 def _enforce_pending_timeout(decision: Decision, spec: RunTemplate, attempts: list[Attempt], now: datetime) -> None:
@@ -207,7 +260,7 @@ def _policy_allows(strategy: RetryStrategy, kind: str) -> bool:
 def _merge_attempts(
     recorded: list[Attempt],
     observed: dict[int, AttemptObservation],
-    expected: set[int],
+    expected: frozenset[int],
     now: datetime,
 ) -> tuple[list[Attempt], dict[int, dict[str, object] | None]]:
     """Recorded attempts updated from observations; vanished live attempts become PodDeleted."""
@@ -225,14 +278,7 @@ def _merge_attempts(
             if obs.state in ("Succeeded", "Failed"):
                 usage[number] = obs.usage
         elif prev is not None and number not in expected:
-            by_number[number] = prev.model_copy(
-                update={
-                    "phase": RunPhase.FAILED,
-                    "finish_time": clock.fmt(now),
-                    "reason": "PodDeleted",
-                    "message": f"{prev.pod_name} disappeared before it finished",
-                }
-            )
+            by_number[number] = _failed(prev, now, "PodDeleted", f"{prev.pod_name} disappeared before it finished")
     return [by_number[n] for n in sorted(by_number)], usage
 
 
@@ -244,170 +290,245 @@ def decide(
     *,
     generation: int = 0,
     created: datetime | None = None,
-    expected: set[int] | None = None,
+    expected: set[int] | frozenset[int] | None = None,
     blocked: Blocked | None = None,
     deadline_grace_seconds: float = 5.0,
     attempt_name: Callable[[int], str] = lambda n: f"attempt-{n}",
+    held: frozenset[str] = frozenset(),
+    refused: Refusal | None = None,
 ) -> Decision:
-    """Compute the next status and the actions that move the run forward."""
-    strategy = spec.retry_strategy or RetryStrategy()
-    old_phase = status.phase
-    new = status.model_copy(deep=True)
-    new.observed_generation = generation
-    decision = Decision(status=new)
-    events = decision.events
+    """Compute the next status and the actions that move the run forward (see `decide_run`)."""
+    return decide_run(
+        RunInputs(
+            spec=spec,
+            status=status,
+            observed=observed,
+            now=now,
+            generation=generation,
+            created=created,
+            expected=frozenset(expected or ()),
+            blocked=blocked,
+            deadline_grace_seconds=deadline_grace_seconds,
+            attempt_name=attempt_name,
+            held=held,
+            refused=refused,
+        )
+    )
 
-    if old_phase.terminal:
-        # Finished runs only pick up late usage (the monitor summary can trail the phase).
-        attempts, usage = _merge_attempts(status.attempts, observed, expected or set(), now)
-        if attempts and usage.get(attempts[-1].attempt) is not None and new.usage is None:
-            _set_usage(new, usage[attempts[-1].attempt])
+
+def decide_run(inp: RunInputs) -> Decision:
+    """The named steps: a refused pod, late usage of a finished run, the attempts as observed, the
+    limits the engine enforces itself, the next phase, conditions, a name still held, the TTL."""
+    if inp.refused is not None:
+        held_back = _hold_for_service_account(inp)
+        if held_back is not None:
+            return held_back
+        why = Blocked("PodRejected", f"the API server refused the pod: {inp.refused.message}")
+        inp = replace(inp, blocked=why, refused=None)
+    decision = _late_usage(inp) if inp.status.phase.terminal else _advance(inp)
+    decision = _wait_for_held_names(inp, decision)
+    _expire(inp, decision)
+    return decision
+
+
+def _hold_for_service_account(inp: RunInputs) -> Decision | None:
+    """A young namespace's pods are refused until its `default` ServiceAccount exists: try again
+    soon, with nothing recorded, instead of failing the run."""
+    refused, created = inp.refused, inp.created
+    assert refused is not None
+    young = created is None or inp.now - created < SERVICE_ACCOUNT_GRACE
+    if refused.status == 403 and "error looking up service account" in refused.message and young:
+        return Decision(status=inp.status.model_copy(deep=True), wake_at=inp.now + RETRY_SOON)
+    return None
+
+
+def _wait_for_held_names(inp: RunInputs, decision: Decision) -> Decision:
+    """An attempt whose pod name is still held by a deleted predecessor's pod does not start yet:
+    remove that pod and decide again once it is gone (nothing is recorded meanwhile)."""
+    held = [inp.attempt_name(a.attempt) for a in decision.actions if isinstance(a, StartAttempt)]
+    held = [name for name in held if name in inp.held]
+    if not held:
         return decision
+    return Decision(
+        status=inp.status.model_copy(deep=True),
+        actions=[RemoveStale(name) for name in held],
+        wake_at=inp.now + RETRY_SOON,
+    )
 
-    attempts, usage = _merge_attempts(status.attempts, observed, expected or set(), now)
-    previous = {a.attempt: a for a in status.attempts}
+
+def _expire(inp: RunInputs, decision: Decision) -> None:
+    """ttlSecondsAfterFinished: delete the finished run when due, else wake then."""
+    final = decision.status
+    ttl = getattr(inp.spec, "ttl_seconds_after_finished", None)
+    done = clock.parse(final.completion_time)
+    if not final.phase.terminal or ttl is None or done is None:
+        return
+    due = done + timedelta(seconds=ttl)
+    if inp.now >= due:
+        decision.actions.append(DeleteSelf())
+    else:
+        _wake(decision, due)
+
+
+def _late_usage(inp: RunInputs) -> Decision:
+    """Finished runs only pick up late usage (the monitor summary can trail the phase)."""
+    decision = Decision(status=inp.status.model_copy(deep=True))
+    decision.status.observed_generation = inp.generation
+    attempts, usage = _merge_attempts(inp.status.attempts, inp.observed, inp.expected, inp.now)
+    if attempts and usage.get(attempts[-1].attempt) is not None and decision.status.usage is None:
+        _set_usage(decision.status, usage[attempts[-1].attempt])
+    return decision
+
+
+def _enforce_limits(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> None:
+    """What the engine stops itself: spec.terminate, pendingTimeoutSeconds, timeoutSeconds (the
+    kubelet enforces activeDeadlineSeconds, but a node that cannot, or a local process, must still
+    be stopped)."""
+    spec, now = inp.spec, inp.now
+    last = attempts[-1] if attempts else None
+    if getattr(spec, "terminate", None) and last is not None and not last.phase.terminal:
+        last = attempts[-1] = _failed(last, now, "Terminated", "stopped: spec.terminate is true")
+        decision.actions.append(StopAttempt(last.attempt, last.pod_name, "Terminated"))
+    _enforce_pending_timeout(decision, spec, attempts, now)
+    last = attempts[-1] if attempts else None
+    if last is None or last.phase.terminal or not spec.timeout_seconds or not last.start_time:
+        return
+    started = clock.parse(last.start_time)
+    assert started is not None
+    deadline = started + timedelta(seconds=spec.timeout_seconds + inp.deadline_grace_seconds)
+    if now < deadline:
+        _wake(decision, deadline)
+        return
+    why = f"attempt ran longer than timeoutSeconds={spec.timeout_seconds}"
+    last = attempts[-1] = _failed(last, now, "DeadlineExceeded", why)
+    decision.actions.append(StopAttempt(last.attempt, last.pod_name, "DeadlineExceeded"))
+    decision.events.append(RunEvent("Warning", "DeadlineExceeded", f"attempt {last.attempt} timed out"))
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    phase: RunPhase
+    message: str | None
+    fail_reason: str | None = None
+
+
+def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> _Outcome:
+    """The last attempt failed: fail the run, or retry it now or after the backoff."""
+    strategy = inp.spec.retry_strategy or RetryStrategy()
+    now, new = inp.now, decision.status
+    last = attempts[-1]
+    kind = _failure_kind(last)
+    action = _exit_code_action(strategy, last.exit_code)
+    counted_retries = sum(1 for a in attempts[:-1] if a.counted)
+    retries_left = strategy.limit - counted_retries - (1 if last.counted else 0)
+    run_started = clock.parse(new.start_time) or inp.created or now
+    finished = clock.parse(last.finish_time) or now
+    wait = backoff_seconds(strategy.backoff, max(1, counted_retries + (1 if last.counted else 0)))
+    retry_at = finished + timedelta(seconds=wait)
+    max_dur = strategy.backoff.max_duration_seconds
+    failed = RunPhase.FAILED
+    if action == "Fail":
+        return _Outcome(
+            failed, f"exit code {last.exit_code} matched an exit-code rule with action Fail", "ExitCodeRule"
+        )
+    if not _policy_allows(strategy, kind):
+        message = f"attempt {last.attempt} failed ({_failure_text(last)}); retryPolicy {strategy.retry_policy} "
+        message += "does not retry it" if strategy.limit else "and no retries are configured"
+        return _Outcome(failed, message, last.reason or "Error")
+    if action != "Ignore" and retries_left < 0:
+        if strategy.limit:
+            message = f"failed after {len(attempts)} attempts; last: {_failure_text(last, exit_code=True)}"
+            return _Outcome(failed, message, "BackoffLimitExceeded")
+        return _Outcome(failed, f"attempt 1 failed: {_failure_text(last, exit_code=True)}", last.reason or "Error")
+    if max_dur is not None and (retry_at - run_started).total_seconds() > max_dur:
+        return _Outcome(
+            failed, f"no retry: backoff.maxDurationSeconds={max_dur:g} would be exceeded", "MaxDurationExceeded"
+        )
+    nxt = last.attempt + 1
+    if now >= retry_at:
+        decision.actions.append(StartAttempt(nxt))
+        decision.events.append(RunEvent("Normal", "AttemptCreated", f"starting attempt {nxt} after {last.reason}"))
+        return _Outcome(RunPhase.RUNNING, f"attempt {nxt} pending")
+    new.next_attempt_time = clock.fmt(retry_at)
+    _wake(decision, retry_at)
+    if not (inp.status.next_attempt_time and inp.status.phase == RunPhase.RUNNING):
+        decision.events.append(RunEvent("Normal", "Backoff", f"retrying in {wait:g}s"))
+    return _Outcome(
+        RunPhase.RUNNING, f"attempt {last.attempt} failed ({last.reason}); retrying at {clock.fmt(retry_at)}"
+    )
+
+
+def _next_phase(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> _Outcome:
+    last = attempts[-1] if attempts else None
+    ended = last is None or last.phase.terminal  # a live one was just stopped by _enforce_limits
+    if getattr(inp.spec, "terminate", None) and ended and (last is None or last.phase != RunPhase.SUCCEEDED):
+        return _Outcome(RunPhase.FAILED, "stopped: spec.terminate is true", "Terminated")
+    if inp.blocked is not None and (last is None or last.phase.terminal):
+        return _Outcome(RunPhase.FAILED, inp.blocked.message, inp.blocked.reason)
+    if last is None:
+        # the same message the next reconcile computes for a pending attempt: one status write, not two
+        decision.actions.append(StartAttempt(1))
+        decision.events.append(RunEvent("Normal", "AttemptCreated", "starting attempt 1"))
+        return _Outcome(RunPhase.PENDING, "attempt 1 pending")
+    if not last.phase.terminal:
+        running = last.phase == RunPhase.RUNNING or len(attempts) > 1
+        return _Outcome(RunPhase.RUNNING if running else RunPhase.PENDING, _live_message(last))
+    if last.phase == RunPhase.SUCCEEDED:
+        return _Outcome(RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}")
+    return _after_failure(decision, inp, attempts)
+
+
+def _advance(inp: RunInputs) -> Decision:
+    """A live run: merge what is observed, enforce limits, pick the next phase, set conditions."""
+    strategy = inp.spec.retry_strategy or RetryStrategy()
+    now, gen = inp.now, inp.generation
+    new = inp.status.model_copy(deep=True)
+    new.observed_generation = gen
+    decision = Decision(status=new)
+    attempts, usage = _merge_attempts(inp.status.attempts, inp.observed, inp.expected, now)
+    previous = {a.attempt: a for a in inp.status.attempts}
     for att in attempts:
         before = previous.get(att.attempt)
         # One Event when an attempt starts (AttemptCreated) and one when the run ends; in between only
         # what needs attention (a failed attempt, a backoff). Every Event is an etcd write.
         if att.phase == RunPhase.FAILED and (before is None or not before.phase.terminal):
             failure = f"attempt {att.attempt} failed: {att.reason}, exit code {att.exit_code}"
-            events.append(RunEvent("Warning", "AttemptFailed", failure))
-
-    terminate = bool(getattr(spec, "terminate", None))
-    last = attempts[-1] if attempts else None
-    if terminate and last is not None and not last.phase.terminal:
-        last = last.model_copy(
-            update={
-                "phase": RunPhase.FAILED,
-                "finish_time": clock.fmt(now),
-                "reason": "Terminated",
-                "message": "stopped: spec.terminate is true",
-            }
-        )
-        attempts[-1] = last
-        decision.actions.append(StopAttempt(last.attempt, last.pod_name, "Terminated"))
-
-    _enforce_pending_timeout(decision, spec, attempts, now)
-    # Per-attempt deadline, enforced here too: the kubelet enforces activeDeadlineSeconds, but a
-    # node that cannot (or a local process) must still be stopped.
-    last = attempts[-1] if attempts else None
-    if last is not None and not last.phase.terminal and spec.timeout_seconds and last.start_time:
-        started = clock.parse(last.start_time)
-        assert started is not None
-        deadline = started + timedelta(seconds=spec.timeout_seconds + deadline_grace_seconds)
-        if now >= deadline:
-            last = last.model_copy(
-                update={
-                    "phase": RunPhase.FAILED,
-                    "finish_time": clock.fmt(now),
-                    "reason": "DeadlineExceeded",
-                    "message": f"attempt ran longer than timeoutSeconds={spec.timeout_seconds}",
-                }
-            )
-            attempts[-1] = last
-            decision.actions.append(StopAttempt(last.attempt, last.pod_name, "DeadlineExceeded"))
-            events.append(RunEvent("Warning", "DeadlineExceeded", f"attempt {last.attempt} timed out"))
-        else:
-            _wake(decision, deadline)
-
+            decision.events.append(RunEvent("Warning", "AttemptFailed", failure))
+    _enforce_limits(decision, inp, attempts)
     # Ignore rules are sticky per attempt, decided when the attempt failed.
     for i, att in enumerate(attempts):
         if att.phase == RunPhase.FAILED and _exit_code_action(strategy, att.exit_code) == "Ignore":
             attempts[i] = att.model_copy(update={"counted": False})
     new.attempts = attempts
-    new.attempt_count = len(attempts)
-    first_start = next((a.start_time for a in attempts if a.start_time), None)
-    new.start_time = new.start_time or first_start
-    gen = generation
-    phase: RunPhase
-    message = new.message
+    new.start_time = new.start_time or next((a.start_time for a in attempts if a.start_time), None)
     new.next_attempt_time = None
-    fail_reason: str | None = None
-
-    if terminate and (last is None or last.phase.terminal) and not (last and last.phase == RunPhase.SUCCEEDED):
-        phase, fail_reason, message = RunPhase.FAILED, "Terminated", "stopped: spec.terminate is true"
-    elif blocked is not None and (last is None or last.phase.terminal):
-        phase, fail_reason, message = RunPhase.FAILED, blocked.reason, blocked.message
-    elif last is None:
-        # the same message the next reconcile computes for a pending attempt: one status write, not two
-        phase, message = RunPhase.PENDING, "attempt 1 pending"
-        decision.actions.append(StartAttempt(1))
-        events.append(RunEvent("Normal", "AttemptCreated", "starting attempt 1"))
-    elif not last.phase.terminal:
-        phase = RunPhase.RUNNING if (last.phase == RunPhase.RUNNING or len(attempts) > 1) else RunPhase.PENDING
-        message = _live_message(last)
-    elif last.phase == RunPhase.SUCCEEDED:
-        phase, message = RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}"
-    else:
-        kind = _failure_kind(last)
-        action = _exit_code_action(strategy, last.exit_code)
-        counted_retries = sum(1 for a in attempts[:-1] if a.counted)
-        retries_left = strategy.limit - counted_retries - (1 if last.counted else 0)
-        run_started = clock.parse(new.start_time) or created or now
-        finished = clock.parse(last.finish_time) or now
-        wait = backoff_seconds(strategy.backoff, max(1, counted_retries + (1 if last.counted else 0)))
-        retry_at = finished + timedelta(seconds=wait)
-        max_dur = strategy.backoff.max_duration_seconds
-        if action == "Fail":
-            phase, fail_reason = RunPhase.FAILED, "ExitCodeRule"
-            message = f"exit code {last.exit_code} matched an exit-code rule with action Fail"
-        elif not _policy_allows(strategy, kind):
-            phase, fail_reason = RunPhase.FAILED, last.reason or "Error"
-            message = f"attempt {last.attempt} failed ({_failure_text(last)}); retryPolicy {strategy.retry_policy} "
-            message += "does not retry it" if strategy.limit else "and no retries are configured"
-        elif action != "Ignore" and retries_left < 0:
-            phase = RunPhase.FAILED
-            fail_reason = "BackoffLimitExceeded" if strategy.limit else (last.reason or "Error")
-            message = (
-                f"failed after {len(attempts)} attempts; last: {_failure_text(last, exit_code=True)}"
-                if strategy.limit
-                else f"attempt 1 failed: {_failure_text(last, exit_code=True)}"
-            )
-        elif max_dur is not None and (retry_at - run_started).total_seconds() > max_dur:
-            phase, fail_reason = RunPhase.FAILED, "MaxDurationExceeded"
-            message = f"no retry: backoff.maxDurationSeconds={max_dur:g} would be exceeded"
-        else:
-            phase = RunPhase.RUNNING
-            nxt = last.attempt + 1
-            if now >= retry_at:
-                decision.actions.append(StartAttempt(nxt))
-                message = f"attempt {nxt} pending"
-                events.append(RunEvent("Normal", "AttemptCreated", f"starting attempt {nxt} after {last.reason}"))
-            else:
-                new.next_attempt_time = clock.fmt(retry_at)
-                _wake(decision, retry_at)
-                message = f"attempt {last.attempt} failed ({last.reason}); retrying at {clock.fmt(retry_at)}"
-                if not (status.next_attempt_time and old_phase == phase):
-                    events.append(RunEvent("Normal", "Backoff", f"retrying in {wait:g}s"))
-
-    new.phase = phase
-    new.message = message
-    _record_started(decision, spec, attempt_name, now)
+    outcome = _next_phase(decision, inp, attempts)
+    new.phase, new.message = outcome.phase, outcome.message
+    _record_started(decision, inp.spec, inp.attempt_name, now)
     new.attempt_count = len(new.attempts)
     retrying = new.next_attempt_time is not None
-    set_condition(
-        new.conditions,
-        "Retrying",
-        retrying,
-        "Backoff" if retrying else "NotRetrying",
-        (message or "") if retrying else "",
-        now,
-        gen,
-    )
+    why = (outcome.message or "") if retrying else ""
+    set_condition(new.conditions, "Retrying", retrying, "Backoff" if retrying else "NotRetrying", why, now, gen)
     if new.start_time:
         set_condition(new.conditions, "Started", True, "AttemptStarted", "the first attempt started", now, gen)
     _set_waiting(decision, previous, now, gen)
-    if phase.terminal:
-        new.completion_time = new.completion_time or clock.fmt(now)
-        begin = clock.parse(new.start_time) or created or now
-        end = clock.parse(new.completion_time) or now
-        new.duration = clock.human_duration((end - begin).total_seconds())
-        ok = phase == RunPhase.SUCCEEDED
-        reason = "Succeeded" if ok else (fail_reason or "Failed")
-        set_condition(new.conditions, "Complete", ok, reason, message or "", now, gen)
-        set_condition(new.conditions, "Failed", not ok, reason, message or "", now, gen)
-        if attempts and usage.get(attempts[-1].attempt) is not None:
-            _set_usage(new, usage[attempts[-1].attempt])
-        events.append(RunEvent("Normal" if ok else "Warning", reason, message or ""))
+    if outcome.phase.terminal:
+        _complete(decision, inp, outcome, usage.get(attempts[-1].attempt) if attempts else None)
     return decision
+
+
+def _complete(decision: Decision, inp: RunInputs, outcome: _Outcome, usage: dict[str, object] | None) -> None:
+    """The run ended: completion time, duration, Complete/Failed conditions, the usage, one Event."""
+    new, now, gen = decision.status, inp.now, inp.generation
+    new.completion_time = new.completion_time or clock.fmt(now)
+    begin = clock.parse(new.start_time) or inp.created or now
+    end = clock.parse(new.completion_time) or now
+    new.duration = clock.human_duration((end - begin).total_seconds())
+    ok = outcome.phase == RunPhase.SUCCEEDED
+    reason = "Succeeded" if ok else (outcome.fail_reason or "Failed")
+    message = outcome.message or ""
+    set_condition(new.conditions, "Complete", ok, reason, message, now, gen)
+    set_condition(new.conditions, "Failed", not ok, reason, message, now, gen)
+    if usage is not None:
+        _set_usage(new, usage)
+    decision.events.append(RunEvent("Normal" if ok else "Warning", reason, message))

@@ -1,69 +1,102 @@
 """One Workflow's state machine: plan + what the children say now -> next status and actions.
 
 Pure and level-triggered like engine.run: both backends (child ScriptRuns in Kubernetes, local
-runs on a laptop) observe their children, call `decide_workflow`, and carry out its actions.
+runs on a laptop) observe their children, call `decide_workflow`, and carry out its actions. Every
+action comes back as data (start, stop, retire a node's child, collect its pods, delete the workflow
+at its TTL, Events, the next wake-up); the backends hold no policy.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from scriptrun.engine import clock, expressions, params
 from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.dag import Node, Plan, aggregate_output, declared_outputs
+from scriptrun.engine.observe import HEADLINE, ChildObservation
 from scriptrun.engine.run import RunEvent
 from scriptrun.model.scriptrun import RunTemplate
-from scriptrun.model.workflow import TaskSummary, WorkflowSpec, WorkflowStatus, WorkflowTask
+from scriptrun.model.workflow import NodePhase, TaskSummary, WorkflowPhase, WorkflowSpec, WorkflowStatus, WorkflowTask
 
-NodePhase = Literal["Pending", "Running", "Succeeded", "Failed", "Skipped", "Omitted"]
-TERMINAL = ("Succeeded", "Failed", "Skipped", "Omitted")
 DAG_FIELDS = {"name", "dependencies", "depends", "when", "matrix", "outputs", "parameters"}
-HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the rest of the usage lives in the child ScriptRun
-
-
-@dataclass(frozen=True)
-class ChildObservation:
-    """What a backend sees of one node's child run.
-
-    `reason`/`message`: for a failed child, why it failed; for a live one, why its pod waits (the
-    child's `Waiting` condition: ErrImagePull, Unschedulable...), None while nothing holds it up."""
-
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"]
-    attempts: int = 0
-    exit_code: int | None = None
-    started: str | None = None
-    finished: str | None = None
-    reason: str | None = None
-    message: str | None = None
-    outputs: dict[str, str] | None = None
-    outputs_error: str | None = None
-    usage: dict[str, Any] | None = None
+__all__ = ["HEADLINE", "ChildObservation", "WorkflowDecision", "decide_workflow", "invalid_workflow"]
 
 
 @dataclass(frozen=True)
 class StartNode:
+    """Create the node's child run from this template."""
+
     node: str
     template: RunTemplate
 
 
 @dataclass(frozen=True)
 class StopNode:
+    """Tell the node's live child to stop (spec.terminate)."""
+
     node: str
 
 
+@dataclass(frozen=True)
+class RetireNode:
+    """A retry runs the node again: delete its old child."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class CollectPods:
+    """podGC: delete the pods of the node's finished child."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class DeleteWorkflow:
+    """The TTL strategy says the finished workflow goes now."""
+
+
+WorkflowAction = StartNode | StopNode | RetireNode | CollectPods | DeleteWorkflow
 WorkflowEvent = RunEvent  # the same shape: type, reason, message
 
 
 @dataclass
 class WorkflowDecision:
     status: WorkflowStatus
-    start: list[StartNode] = field(default_factory=list)
-    stop: list[StopNode] = field(default_factory=list)
+    actions: list[WorkflowAction] = field(default_factory=list)
     events: list[WorkflowEvent] = field(default_factory=list)
     wake_at: datetime | None = None
+
+    @property
+    def start(self) -> list[StartNode]:
+        return [a for a in self.actions if isinstance(a, StartNode)]
+
+    @property
+    def stop(self) -> list[StopNode]:
+        return [a for a in self.actions if isinstance(a, StopNode)]
+
+
+@dataclass(frozen=True)
+class WorkflowInputs:
+    """Everything one decision reads. `observed`: the children the backend sees now, by node;
+    `expected`: nodes whose child the backend created and does not see yet (a watch lags its own
+    creates; they count as running); `retry_round`: the retry the user asked for (`scriptrun retry`)."""
+
+    plan: Plan
+    spec: WorkflowSpec
+    status: WorkflowStatus
+    observed: Mapping[str, ChildObservation]
+    now: datetime
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    expected: frozenset[str] = frozenset()
+    retry_round: int = 0
 
 
 def _summary_from_child(obs: ChildObservation) -> TaskSummary:
@@ -120,7 +153,7 @@ def render_template(task: WorkflowTask, values: dict[str, str]) -> RunTemplate:
 
 @dataclass
 class _State:
-    phases: dict[str, str]
+    phases: dict[str, NodePhase]
     summaries: dict[str, TaskSummary]
     outputs: dict[str, dict[str, str]]
 
@@ -169,242 +202,363 @@ def decide_workflow(
     plan: Plan,
     spec: WorkflowSpec,
     status: WorkflowStatus,
-    observed: dict[str, ChildObservation],
+    observed: Mapping[str, ChildObservation],
     now: datetime,
     *,
     name: str,
     namespace: str = "default",
     uid: str = "",
     generation: int = 0,
-    expected: set[str] | None = None,
+    expected: set[str] | frozenset[str] | None = None,
+    retry_round: int = 0,
 ) -> WorkflowDecision:
-    """`observed`: the children the backend sees now, by node. `expected`: the nodes whose child the
-    backend created and does not see yet (a watch lags its own creates); they count as running."""
+    """The next status and actions (see `decide`)."""
+    inputs = WorkflowInputs(
+        plan, spec, status, observed, now, name, namespace, uid, generation, frozenset(expected or ()), retry_round
+    )
+    return decide(inputs)
+
+
+def decide(inp: WorkflowInputs) -> WorkflowDecision:
+    """The named steps: a requested retry, each node's phase, the limits (deadline, shutdown), the
+    schedule (main tasks, then exit handlers), the roll-up, pod GC and the TTL."""
+    retried = _retry(inp)
+    inp = retried.inputs if retried else inp
+    decision = WorkflowDecision(status=inp.status.model_copy(deep=True))
+    decision.status.observed_generation = inp.generation
+    if retried:
+        decision.actions.extend(retried.actions)
+        decision.events.append(retried.event)
+    if not WorkflowPhase(inp.status.phase).terminal:  # finished workflows change only through a retry
+        _advance(inp, decision)
+    _collect_pods(inp, decision)
+    _expire(inp, decision)
+    return decision
+
+
+def invalid_workflow(
+    status: WorkflowStatus, reason: str, message: str, now: datetime, generation: int, *, event: bool
+) -> WorkflowDecision:
+    """A spec the operator cannot run (fails validation, or the DAG is invalid): Failed, saying why."""
     new = status.model_copy(deep=True)
+    new.phase = WorkflowPhase.FAILED
+    new.message = message[:2000]
     new.observed_generation = generation
+    new.finished_at = new.finished_at or clock.fmt(now)
+    set_condition(new.conditions, "Failed", True, reason, message[:2000], now, generation)
     decision = WorkflowDecision(status=new)
-    expected = expected or set()
-    old_phase = status.phase
-    if old_phase in ("Succeeded", "Failed", "Error"):
-        return decision  # finished workflows change only through retry (handled by the backend)
+    if event and status.phase != "Failed":
+        decision.events.append(WorkflowEvent("Warning", reason, message))
+    return decision
 
-    new.started_at = new.started_at or clock.fmt(now)
-    started = clock.parse(new.started_at) or now
 
-    # 1. each node's phase: from its child, or from what was decided before (Skipped, Omitted, ...)
+@dataclass(frozen=True)
+class _Retried:
+    inputs: WorkflowInputs
+    actions: list[WorkflowAction]
+    event: WorkflowEvent
+
+
+def _retry(inp: WorkflowInputs) -> _Retried | None:
+    """`scriptrun retry` on a failed workflow: keep what succeeded (or was skipped); every other
+    node's child goes and the node starts again."""
+    status = inp.status
+    if inp.retry_round <= (status.retry_round or 0) or status.phase != "Failed":
+        return None
+    keep = {n: t for n, t in status.tasks.items() if t.phase in ("Succeeded", "Skipped")}
+    new = status.model_copy(deep=True)
+    new.tasks = keep
+    new.phase = WorkflowPhase.RUNNING
+    new.finished_at = None
+    new.retry_round = inp.retry_round
+    new.message = f"retry {inp.retry_round}: {len(status.tasks) - len(keep)} tasks run again"
+    new.conditions = [c for c in new.conditions if c.type not in ("Completed", "Failed")]
+    retire: list[WorkflowAction] = [RetireNode(n) for n in inp.observed if n not in keep]
+    observed = {n: o for n, o in inp.observed.items() if n in keep}
+    after = replace(inp, status=new, observed=observed, expected=frozenset())
+    return _Retried(after, retire, WorkflowEvent("Normal", "WorkflowRetry", new.message))
+
+
+def _node_phases(inp: WorkflowInputs) -> _State:
+    """Each node's phase: from its child, or from what was decided before (Skipped, Omitted...)."""
+    plan, status = inp.plan, inp.status
     state = _State({}, {}, {})
     for node_id in plan.nodes:
         recorded = status.tasks.get(node_id)
-        obs = observed.get(node_id)
+        obs = inp.observed.get(node_id)
         if obs is not None:
             summary = _summary_from_child(obs)
-            phase = obs.phase
-            if phase == "Succeeded":
+            phase = NodePhase(obs.phase)
+            if phase == NodePhase.SUCCEEDED:
                 declared = declared_outputs(plan.tasks[plan.nodes[node_id].task])
                 got = obs.outputs or {}
                 if obs.outputs_error:
-                    phase, summary.message = "Failed", f"OutputsTooLarge: {obs.outputs_error}"
+                    phase, summary.message = NodePhase.FAILED, f"OutputsTooLarge: {obs.outputs_error}"
                 elif missing := [o for o in declared if o not in got]:
-                    phase, summary.message = "Failed", f"MissingOutput: the script wrote no {missing}"
+                    phase, summary.message = NodePhase.FAILED, f"MissingOutput: the script wrote no {missing}"
                 summary.phase = phase
                 state.outputs[node_id] = {k: got[k] for k in declared if k in got}
             state.phases[node_id] = phase
             state.summaries[node_id] = summary
-        elif recorded is not None and recorded.phase in ("Running", "Pending") and node_id not in expected:
-            state.phases[node_id] = "Failed"
+        elif recorded is not None and recorded.phase in ("Running", "Pending") and node_id not in inp.expected:
+            state.phases[node_id] = NodePhase.FAILED
             state.summaries[node_id] = recorded.model_copy(
                 update={"phase": "Failed", "message": "ScriptRunDeleted: the child ScriptRun disappeared"}
             )
         elif recorded is not None:
-            state.phases[node_id] = recorded.phase
+            state.phases[node_id] = NodePhase(recorded.phase)
             state.summaries[node_id] = recorded
             if recorded.outputs:
                 state.outputs[node_id] = dict(recorded.outputs)
         else:
-            state.phases[node_id] = "Pending"
+            state.phases[node_id] = NodePhase.PENDING
+    return state
 
-    def task_done(task: str) -> bool:
-        return all(state.phases[i] in TERMINAL for i in plan.nodes_of[task])
 
-    running = [n for n, p in state.phases.items() if p == "Running" or (p == "Pending" and n in observed)]
-    # started, but the backend has not observed the child yet (in a cluster: created, not in the watch
-    # yet): it runs as far as every concurrency limit is concerned, and it is never started again
-    unseen = [n for n in plan.nodes if n in expected and n not in observed and state.phases[n] == "Pending"]
-    deadline_hit = bool(spec.active_deadline_seconds) and now >= started + timedelta(
-        seconds=spec.active_deadline_seconds or 0
-    )
+@dataclass(frozen=True)
+class _Limits:
+    running: list[str]  # live children the backend sees
+    unseen: list[str]  # started, not observed yet: they run as far as any limit is concerned
+    deadline_hit: bool
+    terminate: bool  # shutdown: Terminate
+    stop: bool  # shutdown: Stop, or the deadline passed
+    started: datetime
+
+
+def _limits(inp: WorkflowInputs, state: _State, decision: WorkflowDecision) -> _Limits:
+    """What is running, and whether a deadline or a shutdown stops the workflow (and which nodes)."""
+    spec, now = inp.spec, inp.now
+    status = decision.status
+    status.started_at = status.started_at or clock.fmt(now)
+    started = clock.parse(status.started_at) or now
+    running = [n for n, p in state.phases.items() if p == "Running" or (p == "Pending" and n in inp.observed)]
+    unseen = [n for n in inp.plan.nodes if n in inp.expected and n not in inp.observed and state.phases[n] == "Pending"]
+    deadline = started + timedelta(seconds=spec.active_deadline_seconds or 0)
+    deadline_hit = bool(spec.active_deadline_seconds) and now >= deadline
     terminate = spec.shutdown == "Terminate"
-    stop = spec.shutdown == "Stop" or deadline_hit
     if spec.active_deadline_seconds and not deadline_hit:
-        decision.wake_at = started + timedelta(seconds=spec.active_deadline_seconds)
+        decision.wake_at = deadline
     if terminate or deadline_hit:
-        decision.stop.extend(StopNode(n) for n in running if not plan.nodes[n].exit_handler or terminate)
+        for n in running:
+            child = inp.observed.get(n)  # (a child not seen yet is stopped once it is)
+            if (terminate or not inp.plan.nodes[n].exit_handler) and child is not None and not child.stopping:
+                decision.actions.append(StopNode(n))
+    return _Limits(running, unseen, deadline_hit, terminate, spec.shutdown == "Stop" or deadline_hit, started)
 
-    unhandled = [
+
+def _unhandled(plan: Plan, state: _State) -> list[str]:
+    """Failed nodes that fail the workflow: not exit handlers, not caught by a `depends` on failure."""
+    return [
         n
         for n, p in state.phases.items()
         if p == "Failed" and not plan.nodes[n].exit_handler and plan.nodes[n].task not in plan.handled_failures
     ]
-    wf_values = {"workflow.name": name, "workflow.namespace": namespace, "workflow.uid": uid}
-    budget = (spec.parallelism or 10**9) - len(running) - len(unseen)
-    blocked_reason = None
-    if spec.suspend:
-        blocked_reason = "suspended"
 
-    starting: set[str] = set()
 
-    def unstarted(node_id: str) -> bool:
+class _Scheduler:
+    """Settles tasks whose dependencies are done: omitted, skipped (when), failed (invalid), or
+    started while the parallelism budget lasts."""
+
+    def __init__(self, inp: WorkflowInputs, state: _State, limits: _Limits, decision: WorkflowDecision) -> None:
+        self.inp, self.state, self.limits, self.decision = inp, state, limits, decision
+        self.plan = inp.plan
+        self.budget = (inp.spec.parallelism or 10**9) - len(limits.running) - len(limits.unseen)
+        self.starting: set[str] = set()
+        self.unhandled = _unhandled(self.plan, state)
+        self.main_result = "Succeeded"
+        self.wf_values = {"workflow.name": inp.name, "workflow.namespace": inp.namespace, "workflow.uid": inp.uid}
+
+    def task_done(self, task: str) -> bool:
+        return all(self.state.phases[i].terminal for i in self.plan.nodes_of[task])
+
+    def unstarted(self, node_id: str) -> bool:
         return (
-            state.phases[node_id] == "Pending"
-            and node_id not in observed
-            and node_id not in expected
-            and node_id not in starting
-            and node_id not in state.summaries
+            self.state.phases[node_id] == "Pending"
+            and node_id not in self.inp.observed
+            and node_id not in self.inp.expected
+            and node_id not in self.starting
+            and node_id not in self.state.summaries
         )
 
-    def settle(task: str, exit_phase: bool) -> None:
-        nonlocal budget
-        ids = plan.nodes_of[task]
-        if not any(unstarted(i) for i in ids):
+    def run(self) -> None:
+        plan = self.plan
+        for _round in range(2):  # a second pass lets nodes decided in the first (Skipped...) release others
+            for task in plan.main_tasks:
+                self.settle(task, exit_phase=False)
+        if not all(self.task_done(t) for t in plan.main_tasks):
             return
-        if not all(task_done(d) for d in plan.deps[task]):
-            return
-        t = plan.tasks[task]
-        results = {d: _flags([state.phases[i] for i in plan.nodes_of[d]]) for d in plan.deps[task]}
-        if t.depends:
-            ok = expressions.evaluate_bool(expressions.rewrite_depends(t.depends), expressions.depends_context(results))
-        else:
-            ok = all(r["Succeeded"] or r["Skipped"] for r in results.values())
-        for node_id in ids:
-            if not unstarted(node_id):
-                continue
-            node = plan.nodes[node_id]
-            if not ok:
-                state.phases[node_id] = "Omitted"
-                state.summaries[node_id] = TaskSummary(phase="Omitted", message="depends/dependencies not met")
-                continue
-            if terminate or (not exit_phase and (stop or (spec.fail_fast and unhandled))):
-                why = (
-                    "Terminated"
-                    if terminate
-                    else "DeadlineExceeded"
-                    if deadline_hit
-                    else "Stopped"
-                    if stop
-                    else f"FailFast: {unhandled[0]} failed"
-                )
-                state.phases[node_id] = "Omitted"
-                state.summaries[node_id] = TaskSummary(phase="Omitted", message=why)
-                continue
-            values = _values(plan, node, state, wf_values)
-            if exit_phase:
-                values["workflow.status"] = main_result
-                values["workflow.failures"] = json.dumps(sorted(unhandled))
-            try:
-                if t.when and not _eval_when(t.when, values):
-                    state.phases[node_id] = "Skipped"
-                    state.summaries[node_id] = TaskSummary(phase="Skipped", message=f"when {t.when!r} was false")
-                    continue
-                template = render_template(t, values)
-            except (expressions.ExpressionError, params.MissingValue, ValueError) as err:
-                state.phases[node_id] = "Failed"
-                state.summaries[node_id] = TaskSummary(phase="Failed", message=f"InvalidTask: {err}")
-                continue
-            if blocked_reason or budget <= 0:
-                continue
-            budget -= 1
-            decision.start.append(StartNode(node_id, template))
-            starting.add(node_id)
-            state.summaries[node_id] = TaskSummary(phase="Pending")
-
-    main_result = "Succeeded"
-    for _round in range(2):  # a second pass lets nodes decided in the first (Skipped...) release others
-        for task in plan.main_tasks:
-            settle(task, exit_phase=False)
-    main_done = all(task_done(t) for t in plan.main_tasks)
-    unhandled = [
-        n
-        for n, p in state.phases.items()
-        if p == "Failed" and not plan.nodes[n].exit_handler and plan.nodes[n].task not in plan.handled_failures
-    ]
-    main_result = "Failed" if (unhandled or stop or terminate) else "Succeeded"
-    if main_done:
+        self.unhandled = _unhandled(plan, self.state)
+        self.main_result = "Failed" if (self.unhandled or self.limits.stop or self.limits.terminate) else "Succeeded"
         for _round in range(2):
             for task in plan.exit_order:
-                settle(task, exit_phase=True)
+                self.settle(task, exit_phase=True)
 
-    # 2. roll up
+    def _met(self, task: str) -> bool:
+        plan, state = self.plan, self.state
+        results = {d: _flags([state.phases[i] for i in plan.nodes_of[d]]) for d in plan.deps[task]}
+        depends = plan.tasks[task].depends
+        if depends:
+            return expressions.evaluate_bool(expressions.rewrite_depends(depends), expressions.depends_context(results))
+        return all(r["Succeeded"] or r["Skipped"] for r in results.values())
+
+    def _omit_reason(self, exit_phase: bool) -> str | None:
+        limits, spec = self.limits, self.inp.spec
+        if limits.terminate:
+            return "Terminated"
+        if exit_phase:
+            return None
+        if limits.deadline_hit:
+            return "DeadlineExceeded"
+        if limits.stop:
+            return "Stopped"
+        if spec.fail_fast and self.unhandled:
+            return f"FailFast: {self.unhandled[0]} failed"
+        return None
+
+    def _decide(self, node_id: str, phase: NodePhase, message: str) -> None:
+        self.state.phases[node_id] = phase
+        self.state.summaries[node_id] = TaskSummary(phase=phase, message=message)
+
+    def settle(self, task: str, exit_phase: bool) -> None:
+        ids = self.plan.nodes_of[task]
+        if not any(self.unstarted(i) for i in ids) or not all(self.task_done(d) for d in self.plan.deps[task]):
+            return
+        ok = self._met(task)
+        for node_id in ids:
+            if self.unstarted(node_id):
+                self._settle_node(node_id, ok, exit_phase)
+
+    def _settle_node(self, node_id: str, ok: bool, exit_phase: bool) -> None:
+        if not ok:
+            self._decide(node_id, NodePhase.OMITTED, "depends/dependencies not met")
+            return
+        omit = self._omit_reason(exit_phase)
+        if omit is not None:
+            self._decide(node_id, NodePhase.OMITTED, omit)
+            return
+        node = self.plan.nodes[node_id]
+        task = self.plan.tasks[node.task]
+        values = _values(self.plan, node, self.state, self.wf_values)
+        if exit_phase:
+            values["workflow.status"] = self.main_result
+            values["workflow.failures"] = json.dumps(sorted(self.unhandled))
+        try:
+            if task.when and not _eval_when(task.when, values):
+                self._decide(node_id, NodePhase.SKIPPED, f"when {task.when!r} was false")
+                return
+            template = render_template(task, values)
+        except (expressions.ExpressionError, params.MissingValue, ValueError) as err:
+            self._decide(node_id, NodePhase.FAILED, f"InvalidTask: {err}")
+            return
+        if self.inp.spec.suspend or self.budget <= 0:
+            return
+        self.budget -= 1
+        self.decision.actions.append(StartNode(node_id, template))
+        self.starting.add(node_id)
+        self.state.summaries[node_id] = TaskSummary(phase=NodePhase.PENDING)
+
+
+def _advance(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
+    state = _node_phases(inp)
+    limits = _limits(inp, state, decision)
+    _Scheduler(inp, state, limits, decision).run()
+    _roll_up(inp, state, limits, decision)
+
+
+def _roll_up(inp: WorkflowInputs, state: _State, limits: _Limits, decision: WorkflowDecision) -> None:
+    """Progress, the compact task map, the phase (and why), conditions and Events."""
+    plan, spec, now, gen = inp.plan, inp.spec, inp.now, inp.generation
+    new = decision.status
     total = len(plan.nodes)
-    done = sum(1 for p in state.phases.values() if p in TERMINAL)
+    done = sum(1 for p in state.phases.values() if p.terminal)
     new.progress = f"{done}/{total}"
     # only nodes that started or were decided appear: a 1000-task workflow's status stays compact
     new.tasks = {}
     for n in plan.nodes:
-        found = state.summaries.get(n)
-        if found is not None:
-            summary = found
-            new.tasks[n] = (
-                summary if summary.phase == state.phases[n] else summary.model_copy(update={"phase": state.phases[n]})
-            )
+        summary = state.summaries.get(n)
+        if summary is not None:
+            phase = state.phases[n]
+            new.tasks[n] = summary if summary.phase == phase else summary.model_copy(update={"phase": phase})
     all_done = done == total and not decision.start
-    exit_failed = [n for n, p in state.phases.items() if p == "Failed" and plan.nodes[n].exit_handler]
-    gen = generation
     if all_done:
-        if terminate:
-            phase, reason, message = "Failed", "Terminated", "terminated (spec.shutdown: Terminate)"
-        elif deadline_hit:
-            phase, reason, message = (
-                "Failed",
-                "DeadlineExceeded",
-                f"activeDeadlineSeconds={spec.active_deadline_seconds}",
-            )
-        elif spec.shutdown == "Stop":
-            phase, reason, message = "Failed", "Stopped", "stopped (spec.shutdown: Stop)"
-        elif unhandled:
-            phase, reason = "Failed", "TaskFailed"
-            message = f"task {plan.nodes[unhandled[0]].display} failed" + (
-                f" (and {len(unhandled) - 1} more)" if len(unhandled) > 1 else ""
-            )
-        elif exit_failed:
-            phase, reason, message = "Failed", "ExitHandlerFailed", f"exit handler {exit_failed[0]} failed"
-        else:
-            phase, reason, message = "Succeeded", "Succeeded", f"{total} tasks done"
-        new.phase = phase
+        result, reason, message = _result(inp, state, limits)
+        new.phase = WorkflowPhase(result)
         new.finished_at = new.finished_at or clock.fmt(now)
         finished = clock.parse(new.finished_at) or now
-        new.duration = clock.human_duration((finished - started).total_seconds())
+        new.duration = clock.human_duration((finished - limits.started).total_seconds())
         new.message = message
         set_condition(new.conditions, "Completed", True, reason, message, now, gen)
-        set_condition(
-            new.conditions, "Failed", phase == "Failed", reason, message if phase == "Failed" else "", now, gen
-        )
-        decision.events.append(
-            WorkflowEvent("Normal" if phase == "Succeeded" else "Warning", "Workflow" + phase, message)
-        )
+        failed = result == "Failed"
+        set_condition(new.conditions, "Failed", failed, reason, message if failed else "", now, gen)
+        decision.events.append(WorkflowEvent("Warning" if failed else "Normal", "Workflow" + result, message))
     else:
-        new.phase = "Running"
+        new.phase = WorkflowPhase.RUNNING
         waiting = sum(1 for p in state.phases.values() if p == "Pending")
-        new.message = (
-            "suspended: no new task starts"
-            if spec.suspend
-            else f"{len(running) + len(unseen) + len(decision.start)} running, {waiting} waiting"
-        )
-        new.duration = clock.human_duration((now - started).total_seconds())
-        if old_phase == "Pending":
+        live = len(limits.running) + len(limits.unseen) + len(decision.start)
+        new.message = "suspended: no new task starts" if spec.suspend else f"{live} running, {waiting} waiting"
+        new.duration = clock.human_duration((now - limits.started).total_seconds())
+        if inp.status.phase == "Pending":
             decision.events.append(WorkflowEvent("Normal", "WorkflowRunning", f"{total} tasks"))
-    set_condition(
-        new.conditions,
-        "Suspended",
-        bool(spec.suspend) and not all_done,
-        "Suspended" if spec.suspend else "NotSuspended",
-        "",
-        now,
-        gen,
-    )
+    suspended = bool(spec.suspend) and not all_done
+    set_condition(new.conditions, "Suspended", suspended, "Suspended" if spec.suspend else "NotSuspended", "", now, gen)
     for n in plan.nodes:
-        before = status.tasks.get(n)
+        before = inp.status.tasks.get(n)
         if state.phases[n] == "Failed" and (before is None or before.phase != "Failed"):
-            decision.events.append(
-                WorkflowEvent("Warning", "TaskFailed", f"{plan.nodes[n].display}: {new.tasks[n].message or 'failed'}")
-            )
-    return decision
+            message = f"{plan.nodes[n].display}: {new.tasks[n].message or 'failed'}"
+            decision.events.append(WorkflowEvent("Warning", "TaskFailed", message))
+
+
+def _result(inp: WorkflowInputs, state: _State, limits: _Limits) -> tuple[str, str, str]:
+    """A finished workflow's (phase, reason, message)."""
+    plan, spec = inp.plan, inp.spec
+    unhandled = _unhandled(plan, state)
+    exit_failed = [n for n, p in state.phases.items() if p == "Failed" and plan.nodes[n].exit_handler]
+    if limits.terminate:
+        return "Failed", "Terminated", "terminated (spec.shutdown: Terminate)"
+    if limits.deadline_hit:
+        return "Failed", "DeadlineExceeded", f"activeDeadlineSeconds={spec.active_deadline_seconds}"
+    if spec.shutdown == "Stop":
+        return "Failed", "Stopped", "stopped (spec.shutdown: Stop)"
+    if unhandled:
+        more = f" (and {len(unhandled) - 1} more)" if len(unhandled) > 1 else ""
+        return "Failed", "TaskFailed", f"task {plan.nodes[unhandled[0]].display} failed" + more
+    if exit_failed:
+        return "Failed", "ExitHandlerFailed", f"exit handler {exit_failed[0]} failed"
+    return "Succeeded", "Succeeded", f"{len(plan.nodes)} tasks done"
+
+
+def _collect_pods(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
+    """podGC (Argo's strategies): the pods of finished children, when the strategy says so."""
+    if inp.spec.pod_gc is None:
+        return
+    strategy = inp.spec.pod_gc.strategy
+    phase = decision.status.phase
+    retired = {a.node for a in decision.actions if isinstance(a, RetireNode)}
+    for node, child in inp.observed.items():
+        if not child.pods_left or node in retired:
+            continue
+        if (
+            (strategy == "OnPodCompletion" and child.phase in ("Succeeded", "Failed"))
+            or (strategy == "OnPodSuccess" and child.phase == "Succeeded")
+            or (strategy == "OnWorkflowCompletion" and phase.terminal)
+            or (strategy == "OnWorkflowSuccess" and phase == "Succeeded")
+        ):
+            decision.actions.append(CollectPods(node))
+
+
+def _expire(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
+    """ttlStrategy: delete the finished workflow when due, else wake then."""
+    ttl, status = inp.spec.ttl_strategy, decision.status
+    if ttl is None or status.phase not in ("Succeeded", "Failed"):
+        return
+    seconds = ttl.seconds_after_success if status.phase == "Succeeded" else ttl.seconds_after_failure
+    if seconds is None:
+        seconds = ttl.seconds_after_completion
+    finished = clock.parse(status.finished_at)
+    if seconds is None or finished is None:
+        return
+    due = finished + timedelta(seconds=seconds)
+    if inp.now >= due:
+        decision.actions.append(DeleteWorkflow())
+    elif decision.wake_at is None or due < decision.wake_at:
+        decision.wake_at = due

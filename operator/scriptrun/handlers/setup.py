@@ -1,4 +1,5 @@
-"""Operator start-up and shutdown: settings, credentials, the shared API client."""
+"""Operator start-up and shutdown: settings, credentials, the shared API client, the controllers
+(built here, wired to each other by typed callbacks, kept in Kopf's memo for the handlers)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 import kopf
 
 from scriptrun.build import names
-from scriptrun.handlers.loop import KeyedLoop
-from scriptrun.handlers.state import STATE, OperatorConfig, RunState, WorkflowState
+from scriptrun.controllers.config import OperatorConfig
+from scriptrun.controllers.scriptrun import ScriptRunController
+from scriptrun.controllers.workflow import WorkflowController
 from scriptrun.k8s.api import Kube, load_config
 from scriptrun.k8s.credentials import Credentials, CredentialsError
 
@@ -45,18 +47,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         raise kopf.PermanentError(str(err)) from err
     memo.credentials = credentials
     log.info("cluster credentials from the %s", credentials.source)
-    from scriptrun.handlers import scriptruns, workflows
-
     config = OperatorConfig.from_env()
-    STATE.runs = RunState(
-        kube=Kube(credentials.api_client()),
-        config=config,
-        loop=KeyedLoop(scriptruns.reconcile, resync_seconds=config.resync_seconds),
-    )
-    STATE.workflows = WorkflowState(
-        loop=KeyedLoop(workflows.reconcile, resync_seconds=config.resync_seconds),
-        writer=KeyedLoop(workflows.write_status),
-    )
+    kube = Kube(credentials.api_client())
+    runs: ScriptRunController | None = None
+
+    def child_created(key: tuple[str, str], body: dict[str, Any]) -> None:
+        assert runs is not None
+        runs.adopt(key, body)
+
+    workflows = WorkflowController(kube, config, child_created=child_created)
+    runs = ScriptRunController(kube, config, child_changed=workflows.child_changed)
+    memo.runs, memo.workflows, memo.kube = runs, workflows, kube
     log.info("scriptrun operator started (default image %s)", config.default_image)
 
 
@@ -87,10 +88,10 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 
 @kopf.on.cleanup()
-async def shutdown(**_: Any) -> None:
-    if STATE.workflows is not None:
-        await STATE.workflows.loop.close()
-        await STATE.workflows.writer.close()
-    if STATE.runs is not None:
-        await STATE.runs.loop.close()
-        await STATE.runs.kube.close()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    for name in ("workflows", "runs"):
+        controller = memo.get(name)
+        if controller is not None:
+            await controller.close()
+    if memo.get("kube") is not None:
+        await memo.kube.close()

@@ -1,42 +1,28 @@
-"""Create-or-get, status patches, deletes and Events; the 404/409 policy lives here, once."""
+"""The one client to the API server, for the operator and the CLI alike: create-or-get, reads, merge
+patches, deletes, lists, logs and Events; every call under the one policy of k8s/errors.py."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from scriptrun import API_GROUP, API_VERSION
-from scriptrun.engine import clock
+from scriptrun.k8s import errors
 from scriptrun.k8s.credentials import Credentials, load_credentials
+from scriptrun.k8s.errors import AlreadyExists, ApiError, KubeError, NotFound, Retry
+from scriptrun.k8s.events import Background, event_body
+
+__all__ = ["PLURALS", "ApiError", "Kube", "KubeError", "Retry", "load_config"]
 
 log = logging.getLogger(__name__)
-COMPONENT = "scriptrun-operator"
-
-
-class ApiError(Exception):
-    """A refusal the operator cannot fix by retrying (4xx other than 404/409/429)."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status, self.reason, self.message = status, reason, message
-
-
-def _refusal(err: ApiException) -> ApiError | None:
-    status = int(err.status or 0)
-    if 400 <= status < 500 and status not in (404, 409, 429):
-        import json
-
-        try:
-            body = json.loads(err.body or "{}")
-        except ValueError:
-            body = {}
-        return ApiError(status, body.get("reason") or str(err.reason), body.get("message") or str(err.body))
-    return None
+T = TypeVar("T")
+PLURALS = {"Workflow": "workflows", "ScriptRun": "scriptruns"}
+MERGE_PATCH = "application/merge-patch+json"
 
 
 async def load_config() -> Credentials:
@@ -44,66 +30,60 @@ async def load_config() -> Credentials:
     return await load_credentials("in-cluster")
 
 
-class Background:
-    """A bounded set of fire-and-forget coroutines (Events); dropped, with a log line, when full."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def put(self, coro: Any) -> None:
-        if len(self.tasks) >= self.limit:
-            coro.close()
-            log.warning("event queue full: an Event was dropped")
-            return
-        task = asyncio.get_running_loop().create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def close(self) -> None:
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=5)
-        for task in list(self.tasks):
-            task.cancel()
+def _named(body: dict[str, Any]) -> bool:
+    """A create with a fixed name is safe to repeat (the repeat reads as AlreadyExists)."""
+    return bool((body.get("metadata") or {}).get("name"))
 
 
 class Kube:
-    """The operator's API access. Every method returns plain dicts."""
+    """API access for the operator and the CLI. Every method takes and returns plain dicts."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, retry: Retry | None = None) -> None:
         self.api_client = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.retry = retry or Retry()
         self.events = Background(limit=10000)
 
     async def close(self) -> None:
         await self.events.close()
         await self.api_client.close()
 
-    def event(self, obj: dict[str, Any], etype: str, reason: str, message: str, now: datetime | None = None) -> None:
-        """Queue an Event: posted in the background, off the reconcile's critical path."""
-        self.events.put(self.post_event(obj, etype, reason, message, now))
-
     def _dict(self, obj: Any) -> dict[str, Any]:
         data = self.api_client.sanitize_for_serialization(obj)
         assert isinstance(data, dict)
         return data
 
+    async def _call(self, request: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
+        return await errors.call(request, self.retry, idempotent=idempotent)
+
+    async def _unless_gone(self, request: Callable[[], Awaitable[T]]) -> T | None:
+        """`request()`, or None on 404 (the object, or its namespace, is not there)."""
+        try:
+            return await self._call(request)
+        except NotFound:
+            return None
+
+    # --- creates: True / the created object, False / None if it is already there (409)
+
     async def _create_raw(self, call: Any, namespace: str, body: dict[str, Any]) -> bool:
         """POST without turning the answer into client models (the operator never reads it back, and
-        that deserialisation was a large share of its CPU). True if created, False on 409."""
-        resp = await call(namespace, body, _preload_content=False)
+        that deserialisation was a large share of its CPU). True if created, False on AlreadyExists."""
+
+        async def once() -> bool:
+            resp = await call(namespace, body, _preload_content=False)
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            if 200 <= resp.status < 300:
+                return True
+            raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+
         try:
-            raw = await resp.read()
-        finally:
-            resp.release()
-        if 200 <= resp.status < 300:
-            return True
-        if resp.status == 409:
+            return await self._call(once, idempotent=_named(body))
+        except AlreadyExists:
             return False
-        err = ApiException(status=resp.status, reason=resp.reason)
-        err.body = raw.decode(errors="replace")
-        raise _refusal(err) or err
 
     async def create_pod(self, pod: dict[str, Any]) -> bool:
         """Create a pod; True if created, False if it is already there (409)."""
@@ -113,113 +93,142 @@ class Kube:
         """Create a ConfigMap; True if created, False if it already existed."""
         return await self._create_raw(self.core.create_namespaced_config_map, cm["metadata"]["namespace"], cm)
 
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._dict(await self.core.read_namespaced_pod(name, namespace))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-
-    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._dict(await self.core.read_namespaced_config_map(name, namespace))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-
-    async def delete_pod(self, namespace: str, name: str, grace_seconds: int = 5) -> None:
-        try:
-            await self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
-        except ApiException as err:
-            if err.status != 404:
-                raise
-
-    async def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """Merge-patch the status subresource (the operator is its only writer)."""
-        return await self.custom.patch_namespaced_custom_object_status(  # type: ignore[no-any-return,call-arg]
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            plural,
-            name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
-        )
-
     async def create_custom(self, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create one of our objects; the created object, or None if it already existed (409)."""
-        try:
-            created = await self.custom.create_namespaced_custom_object(
-                API_GROUP, API_VERSION, body["metadata"]["namespace"], plural, body
-            )
-            return dict(created)
-        except ApiException as err:
-            if err.status == 409:
-                return None
-            raise _refusal(err) or err from None
+        return await self._create_custom(plural, body["metadata"]["namespace"], body)
 
-    async def patch_custom(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    async def _create_custom(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            await self.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+            created = await self._call(
+                lambda: self.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, body),
+                idempotent=_named(body),
+            )
+        except AlreadyExists:
+            return None
+        return dict(created)
+
+    async def create_object(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create a ConfigMap, Workflow or ScriptRun as given (the CLI's submit) in `namespace`; the
+        created object, or None if one of that name already exists."""
+        kind = obj.get("kind")
+        if kind in PLURALS:
+            return await self._create_custom(PLURALS[kind], namespace, obj)
+        if kind != "ConfigMap":
+            raise ValueError(f"cannot create kind {kind!r}")
+        try:
+            created = await self._call(
+                lambda: self.core.create_namespaced_config_map(namespace, obj),  # type: ignore[arg-type]
+                idempotent=_named(obj),
+            )
+        except AlreadyExists:
+            return None
+        return self._dict(created)
+
+    # --- reads: the object, or None if it is not there (404)
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        pod = await self._unless_gone(lambda: self.core.read_namespaced_pod(name, namespace))
+        return None if pod is None else self._dict(pod)
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        cm = await self._unless_gone(lambda: self.core.read_namespaced_config_map(name, namespace))
+        return None if cm is None else self._dict(cm)
+
+    async def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
+        )
+
+    async def list_custom(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """Every matching object, read in pages of 500; errors.Gone if a page's token expired."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = await self._call(
+                functools.partial(
+                    self.custom.list_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    plural,
+                    label_selector=label_selector,
+                    limit=500,
+                    _continue=token,  # type: ignore[arg-type]  # None is not sent
+                )
+            )
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    async def pod_log(self, namespace: str, pod: str, container: str = "main") -> str | None:
+        """The container's log, or None if the pod is not there."""
+        return await self._unless_gone(lambda: self.core.read_namespaced_pod_log(pod, namespace, container=container))
+
+    # --- merge patches: the patched object, or None if it is not there (404)
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource (the operator is its only writer); None if the object
+        was deleted meanwhile."""
+        return await self._unless_gone(
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            )
+        )
+
+    async def patch_custom(
+        self, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch one of our objects; None if it is not there."""
+        return await self._unless_gone(
+            lambda: self.custom.patch_namespaced_custom_object(
                 API_GROUP,
                 API_VERSION,
                 namespace,
                 plural,
                 name,
                 patch,
-                _content_type="application/merge-patch+json",
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
             )
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        )
+
+    # --- deletes: a 404 is what was wanted
+
+    async def delete_pod(self, namespace: str, name: str, grace_seconds: int = 5) -> None:
+        await self._unless_gone(
+            lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+        )
 
     async def delete_pods(self, namespace: str, selector: str) -> None:
-        try:
-            await self.core.delete_collection_namespaced_pod(namespace, label_selector=selector)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        await self._unless_gone(lambda: self.core.delete_collection_namespaced_pod(namespace, label_selector=selector))
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
-        try:
-            await self.custom.delete_namespaced_custom_object(
+        await self._unless_gone(
+            lambda: self.custom.delete_namespaced_custom_object(
                 API_GROUP, API_VERSION, namespace, plural, name, propagation_policy="Background"
             )
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        )
+
+    # --- Events
+
+    def event(self, obj: dict[str, Any], etype: str, reason: str, message: str, now: datetime | None = None) -> None:
+        """Queue an Event: posted in the background, off the reconcile's critical path."""
+        self.events.put(self.post_event(obj, etype, reason, message, now))
 
     async def post_event(
         self, obj: dict[str, Any], etype: str, reason: str, message: str, now: datetime | None = None
     ) -> None:
         """A core/v1 Event on `obj` (what `kubectl describe` shows). Failures are logged, not raised."""
-        meta = obj.get("metadata", {})
-        stamp = clock.fmt(now or clock.utcnow())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'scriptrun')}.", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"),
-                "kind": obj.get("kind"),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "type": etype,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+        body = event_body(obj, etype, reason, message, now)
         try:
-            await self._create_raw(self.core.create_namespaced_event, meta.get("namespace"), event)
-        except (ApiException, ApiError) as err:
-            log.warning("could not post event %s on %s: %s", reason, meta.get("name"), err)
+            await self._create_raw(self.core.create_namespaced_event, body["metadata"]["namespace"], body)
+        except KubeError as err:
+            log.warning("could not post event %s on %s: %s", reason, body["involvedObject"]["name"], err)

@@ -18,9 +18,10 @@ from typing import Any
 
 from scriptrun.engine import clock
 from scriptrun.engine.observe import AttemptObservation
+from scriptrun.model.contract import EXIT_FILE, OUTPUTS_SUBDIR, PID_FILE, SCRIPT_KEY, script_env
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
 from scriptrun.monitor import launch
-from scriptrun.monitor.launch import EXIT_FILE, PID_FILE, rusage_dict, wait_rusage
+from scriptrun.monitor.launch import rusage_dict, wait_rusage
 from scriptrun.monitor.outputs import collect_outputs
 from scriptrun.monitor.sampler import TreeSampler, own_pids
 
@@ -78,7 +79,7 @@ class LocalAttempt:
             )
             self.usage["available"] = True
             self.sampler.close()
-        outputs, error = collect_outputs(self.workdir / "outputs")
+        outputs, error = collect_outputs(self.workdir / OUTPUTS_SUBDIR)
         if outputs is not None or error is not None:
             self.usage = self.usage if self.usage is not None else {"available": False, "reason": "MonitorDisabled"}
             if outputs is not None:
@@ -121,19 +122,18 @@ def start_attempt(
     *, spec: RunTemplate, attempt: int, name: str, source: str | None, base_dir: Path, python: str = sys.executable
 ) -> LocalAttempt:
     workdir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base_dir))
-    outputs = workdir / "outputs"
+    outputs = workdir / OUTPUTS_SUBDIR
     outputs.mkdir()
     if spec.script.command:
         command = list(spec.script.command)
     else:
         assert source is not None
-        script = workdir / "main.py"
+        script = workdir / SCRIPT_KEY
         script.write_text(source)
         command = [python, str(script)]
     command += list(spec.args or [])
     env = dict(os.environ)
-    env["SCRIPTRUN_OUTPUTS"] = str(outputs)
-    env["SCRIPTRUN_ATTEMPT"] = str(attempt)
+    env.update(script_env(outputs_dir=str(outputs), attempt=attempt))
     for var in spec.env or []:
         if var.value is not None:
             env[var.name] = var.value

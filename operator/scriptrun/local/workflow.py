@@ -7,36 +7,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from scriptrun.engine import clock
+from scriptrun.engine import clock, observe
 from scriptrun.engine.dag import Plan, build_plan
-from scriptrun.engine.workflow import ChildObservation, WorkflowEvent, decide_workflow
+from scriptrun.engine.observe import ChildObservation
+from scriptrun.engine.workflow import WorkflowEvent, decide_workflow
 from scriptrun.local.runner import POLL_SECONDS, LocalRun
 from scriptrun.model.common import ObjectMeta
-from scriptrun.model.scriptrun import RunPhase, ScriptRun, ScriptRunSpec
-from scriptrun.model.workflow import Workflow
+from scriptrun.model.scriptrun import ScriptRun, ScriptRunSpec
+from scriptrun.model.workflow import Workflow, WorkflowPhase
 
 NodeReport = Callable[[Workflow, Plan], None]
 
 
 def observe_child(run: LocalRun) -> ChildObservation:
-    status = run.status
-    last = status.attempts[-1] if status.attempts else None
-    failed = next((c for c in status.conditions if c.type == "Failed" and c.status == "True"), None)
-    phase = status.phase.value
-    if phase == RunPhase.PENDING.value and status.attempts:
-        phase = "Running"
-    return ChildObservation(
-        phase=phase,  # type: ignore[arg-type]
-        attempts=len(status.attempts),
-        exit_code=last.exit_code if last else None,
-        started=status.start_time,
-        finished=status.completion_time,
-        reason=failed.reason if failed else None,
-        message=status.message if failed else None,
-        outputs=status.outputs,
-        outputs_error=status.outputs_error,
-        usage=status.usage,
-    )
+    """The same observation a cluster's Workflow makes of a child ScriptRun's status."""
+    return observe.observe_child(run.status.dump(), stopping=bool(getattr(run.run.spec, "terminate", False)))
 
 
 def run_workflow_local(
@@ -78,7 +63,7 @@ def run_workflow_local(
             current = wf.model_copy(update={"status": status})
             if changed and on_change:
                 on_change(current, plan)
-            if status.phase in ("Succeeded", "Failed", "Error"):
+            if WorkflowPhase(status.phase).terminal:
                 return current
             time.sleep(POLL_SECONDS)
     finally:

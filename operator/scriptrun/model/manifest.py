@@ -1,8 +1,8 @@
-"""Read manifests (YAML, possibly several documents) into models."""
+"""Parse manifests (YAML text, possibly several documents) into models. No file I/O here: the
+callers read the file."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -16,15 +16,21 @@ class ManifestError(ValueError):
     pass
 
 
-def load_documents(path: Path) -> list[dict[str, Any]]:
+def load_documents(text: str, source: str) -> list[dict[str, Any]]:
+    """The non-empty YAML documents in `text` (read from `source`, named in errors)."""
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    except (OSError, yaml.YAMLError) as err:
-        raise ManifestError(f"{path}: {err}") from err
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{source}: {err}") from err
     for doc in docs:
         if not isinstance(doc, dict):
-            raise ManifestError(f"{path}: every document must be a mapping")
+            raise ManifestError(f"{source}: every document must be a mapping")
     return docs
+
+
+def read_error(source: str, err: OSError) -> ManifestError:
+    """The error for a manifest file that cannot be read."""
+    return ManifestError(f"{source}: {err}")
 
 
 def _error_text(err: ValidationError) -> str:

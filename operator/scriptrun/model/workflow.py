@@ -6,9 +6,10 @@ Spelled like Argo Workflows' DAG template where that helps users feel at home.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PlainSerializer, WithJsonSchema
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.model.common import ApiModel, Condition, ObjectMeta, cel
@@ -18,6 +19,40 @@ TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 MAX_TASKS = 2000
 MAX_MATRIX = 256
+
+
+# No docstring on WorkflowPhase (nor on RunPhase): pydantic would copy it into the CRD as the
+# description of status.phase.
+class WorkflowPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ERROR = "Error"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (WorkflowPhase.SUCCEEDED, WorkflowPhase.FAILED, WorkflowPhase.ERROR)
+
+
+class NodePhase(StrEnum):
+    """A task node's phase (one matrix combination, or the task itself)."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+    OMITTED = "Omitted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (NodePhase.SUCCEEDED, NodePhase.FAILED, NodePhase.SKIPPED, NodePhase.OMITTED)
+
+
+# On the wire a phase is its plain string value, also when code assigned a plain string to the field
+# (assignment is not validated): no "expected enum" serializer warning, the same JSON either way.
+_AS_STRING = PlainSerializer(str, return_type=str)
 
 
 class Parameter(ApiModel):
@@ -131,7 +166,8 @@ class WorkflowSpec(ApiModel):
 class TaskSummary(ApiModel):
     model_config = ApiModel.model_config | {"extra": "allow"}
 
-    phase: str
+    # typed in Python; in the CRD still a plain string, as it has always been (no enum there)
+    phase: Annotated[NodePhase, _AS_STRING, WithJsonSchema({"type": "string"})]
     attempts: int | None = None
     duration: str | None = None
     exit_code: int | None = None
@@ -146,7 +182,7 @@ class TaskSummary(ApiModel):
 class WorkflowStatus(ApiModel):
     model_config = ApiModel.model_config | {"extra": "allow"}
 
-    phase: Literal["Pending", "Running", "Succeeded", "Failed", "Error"] = "Pending"
+    phase: Annotated[WorkflowPhase, _AS_STRING] = WorkflowPhase.PENDING
     progress: str | None = Field(default=None, description="done/total tasks.")
     observed_generation: int | None = None
     started_at: str | None = None

@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+# The contract's names (scriptrun.model.contract), repeated: this file runs standalone, where
+# scriptrun may not be installed. tests/unit/test_contract.py fails if the two drift apart.
 PID_FILE = "main.pid"
 EXIT_FILE = "exit.json"
 

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scriptrun.model.contract import EXIT_FILE, LAUNCHER_FILE, OUTPUTS_SUBDIR, PID_FILE, TERMINATION_LOG
 from scriptrun.monitor import launch
 from scriptrun.monitor.outputs import collect_outputs
 from scriptrun.monitor.sampler import TreeSampler, own_pids
 from scriptrun.monitor.summary import fit
 
 log = logging.getLogger("scriptrun.monitor")
-LAUNCHER_NAME = "launch.py"
 
 
 @dataclass
@@ -43,7 +43,7 @@ class MonitorConfig:
     run_dir: Path
     interval: float = 1.0
     port: int = 9090
-    termination_path: Path = Path("/dev/termination-log")
+    termination_path: Path = Path(TERMINATION_LOG)
     labels: dict[str, str] = field(default_factory=dict)
     memory_detail: bool = False
     exit_when_done: bool = False
@@ -52,8 +52,8 @@ class MonitorConfig:
 
 def install_launcher(run_dir: Path) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / LAUNCHER_NAME
-    tmp = run_dir / f".{LAUNCHER_NAME}.tmp"
+    target = run_dir / LAUNCHER_FILE
+    tmp = run_dir / f".{LAUNCHER_FILE}.tmp"
     shutil.copyfile(launch.__file__, tmp)
     os.replace(tmp, target)
     return target
@@ -110,7 +110,7 @@ class Monitor:
 
     # -- the loop ------------------------------------------------------------------------------
     def wait_for_main(self) -> dict[str, Any] | None:
-        pid_file = self.config.run_dir / launch.PID_FILE
+        pid_file = self.config.run_dir / PID_FILE
         deadline = None if self.config.start_timeout is None else time.monotonic() + self.config.start_timeout
         while not self.stop.is_set():
             info = _read_json(pid_file)
@@ -130,7 +130,7 @@ class Monitor:
                 {
                     "available": False,
                     "reason": "MainNeverStarted",
-                    "message": "the script's process never appeared (no main.pid)",
+                    "message": f"the script's process never appeared (no {PID_FILE})",
                 }
             )
             return 0
@@ -142,7 +142,7 @@ class Monitor:
         self.sampler = sampler = TreeSampler.for_interval(
             pid, self.config.interval, memory_detail=self.config.memory_detail, exclude=own_pids()
         )
-        exit_file = self.config.run_dir / launch.EXIT_FILE
+        exit_file = self.config.run_dir / EXIT_FILE
         gone_since: float | None = None
         exit_info: dict[str, Any] | None = None
         while not self.stop.is_set():
@@ -174,7 +174,7 @@ class Monitor:
 
     def finish(self, started: float, exit_info: dict[str, Any] | None) -> None:
         assert self.sampler is not None
-        exit_info = exit_info or _read_json(self.config.run_dir / launch.EXIT_FILE)
+        exit_info = exit_info or _read_json(self.config.run_dir / EXIT_FILE)
         finished = float((exit_info or {}).get("finished") or time.time())
         summary = self.sampler.summary(
             exit_code=(exit_info or {}).get("exitCode"),
@@ -183,7 +183,7 @@ class Monitor:
         )
         if exit_info is None:
             summary["note"] = "no exit record from the launcher: figures are from sampling only"
-        outputs, error = collect_outputs(self.config.run_dir / "outputs")
+        outputs, error = collect_outputs(self.config.run_dir / OUTPUTS_SUBDIR)
         if outputs is not None:
             summary["outputs"] = outputs
         if error is not None:

@@ -1,0 +1,69 @@
+"""The newest body known of each object, and the index views the controllers read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+Key = tuple[str, str]  # (namespace, name)
+T_co = TypeVar("T_co", covariant=True)
+
+
+@dataclass(frozen=True)
+class ChildChanged:
+    """What the ScriptRun controller tells the Workflow controller (through the callback wired at
+    start-up): a workflow's child run changed what its workflow reads (phase, why it waits), or went."""
+
+    namespace: str
+    workflow: str
+
+
+class IndexView(Protocol[T_co]):
+    """What a controller reads of a Kopf index: key -> the values stored under it."""
+
+    def __contains__(self, key: object) -> bool: ...
+    def __getitem__(self, key: Key) -> Iterable[T_co]: ...
+
+
+def values_of(index: IndexView[T_co] | Mapping[Key, Iterable[T_co]] | None, key: Key) -> list[T_co]:
+    if index is None or key not in index:
+        return []
+    return list(index[key])
+
+
+class Bodies:
+    """Keep the newest body known per key (a late watch event never replaces our own, newer patch
+    response)."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[Key, dict[str, Any]] = {}
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        return self._bodies.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._bodies
+
+    def forget(self, key: Key) -> None:
+        self._bodies.pop(key, None)
+
+    def store(self, key: Key, incoming: dict[str, Any]) -> bool:
+        """Returns True when `incoming` is only the echo of what we stored: nothing new to do."""
+        known = self._bodies.get(key)
+        if known is None:
+            self._bodies[key] = incoming
+            return False
+        try:
+            old_rv, new_rv = int(known["metadata"]["resourceVersion"]), int(incoming["metadata"]["resourceVersion"])
+        except (KeyError, TypeError, ValueError):
+            self._bodies[key] = incoming
+            return False
+        if new_rv > old_rv:
+            self._bodies[key] = incoming
+        return new_rv == old_rv
+
+    def update(self, key: Key, incoming: dict[str, Any]) -> None:
+        """Our own write's response: newer than anything the watch brought, if we still track it."""
+        if key in self._bodies:
+            self.store(key, incoming)

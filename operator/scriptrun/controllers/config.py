@@ -1,0 +1,27 @@
+"""The operator's settings (from its environment, i.e. the Helm values)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    default_image: str = DEFAULT_IMAGE
+    monitor_image: str = DEFAULT_MONITOR_IMAGE
+    monitor_pull_policy: str | None = None
+    deadline_grace_seconds: float = 5.0
+    resync_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        return cls(
+            default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE") or DEFAULT_IMAGE,
+            monitor_image=os.environ.get("SCRIPTRUN_MONITOR_IMAGE") or DEFAULT_MONITOR_IMAGE,
+            monitor_pull_policy=os.environ.get("SCRIPTRUN_MONITOR_IMAGE_PULL_POLICY") or None,
+            deadline_grace_seconds=float(os.environ.get("SCRIPTRUN_DEADLINE_GRACE_SECONDS", "5")),
+            resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),
+        )

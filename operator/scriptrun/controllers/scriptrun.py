@@ -1,0 +1,305 @@
+"""The ScriptRun controller: observe (the run, its pods), decide (`engine.run`), apply."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from scriptrun.build import names
+from scriptrun.build.patch import as_stored, merge_patch
+from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
+from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, values_of
+from scriptrun.controllers.config import OperatorConfig
+from scriptrun.controllers.loop import KeyedLoop
+from scriptrun.engine import clock
+from scriptrun.engine.observe import AttemptObservation, observe_pod, pending_cause, waiting_reason
+from scriptrun.engine.run import (
+    Blocked,
+    Decision,
+    DeleteSelf,
+    Refusal,
+    RemoveStale,
+    RunInputs,
+    StartAttempt,
+    StopAttempt,
+    decide_run,
+)
+from scriptrun.k8s.api import Kube
+from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
+from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
+
+log = logging.getLogger(__name__)
+KIND = "ScriptRun"
+
+
+ChildChangedFn = Callable[[ChildChanged], None]
+
+
+def owner_ref(body: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == kind and ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
+    """What the pods index keeps of one of our pods: its run's key and a small snapshot (name,
+    labels, deletion, owner uid, status)."""
+    ref = owner_ref(body, KIND)
+    meta = body.get("metadata", {})
+    namespace = meta.get("namespace")
+    if ref is None or namespace is None:
+        return None
+    snapshot = {
+        "metadata": {
+            "name": meta.get("name"),
+            "labels": dict(meta.get("labels") or {}),
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+            # a run deleted and created again under the same name must not adopt its
+            # predecessor's pods (garbage collection removes them a little later)
+            "ownerUid": ref.get("uid"),
+        },
+        "status": dict(body.get("status") or {}),
+    }
+    return (namespace, str(ref["name"])), snapshot
+
+
+def _spec(body: dict[str, Any]) -> tuple[RunTemplate, Blocked | None]:
+    try:
+        return ScriptRunSpec.model_validate(body.get("spec") or {}), None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return RunTemplate.model_construct(script=ScriptSource()), Blocked(
+            "InvalidSpec", f"spec.{where}: {first['msg']}"
+        )
+
+
+def _status(body: dict[str, Any]) -> ScriptRunStatus:
+    try:
+        return ScriptRunStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        log.warning("ignoring unreadable status of %s", body.get("metadata", {}).get("name"))
+        return ScriptRunStatus()
+
+
+class ScriptRunController:
+    def __init__(self, kube: Kube, config: OperatorConfig, *, child_changed: ChildChangedFn) -> None:
+        self.kube = kube
+        self.config = config
+        self.child_changed = child_changed
+        self.bodies = Bodies()
+        self.expected: dict[Key, set[int]] = {}  # attempts created, not in the pods index yet
+        self.pods: IndexView[dict[str, Any]] | None = None
+        self._pod_signatures: dict[Key, tuple[Any, ...]] = {}
+        self._child_seen: dict[Key, tuple[Any, ...]] = {}
+        self.loop = KeyedLoop(self.reconcile, resync_seconds=config.resync_seconds)
+
+    async def close(self) -> None:
+        await self.loop.close()
+
+    # --- events -------------------------------------------------------------------------------
+
+    def pod_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[dict[str, Any]]) -> None:
+        """A pod changed: wake its run if what the run reads changed (phase, reason, why it waits,
+        deletion). A pod sees several updates (scheduled, conditions, IPs) that change none."""
+        self.pods = pods
+        found = pod_snapshot(body)
+        if found is None:
+            return
+        run_key, _ = found
+        pod_key = (run_key[0], str(body.get("metadata", {}).get("name") or ""))
+        status = body.get("status") or {}
+        signature = (
+            status.get("phase"),
+            status.get("reason"),
+            pending_cause(status)[0],
+            bool(body.get("metadata", {}).get("deletionTimestamp")),
+        )
+        if event_type == "DELETED":
+            self._pod_signatures.pop(pod_key, None)
+        elif self._pod_signatures.get(pod_key) == signature:
+            return
+        else:
+            self._pod_signatures[pod_key] = signature
+        self.loop.kick(run_key)
+
+    def run_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[dict[str, Any]]) -> None:
+        self.pods = pods
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self.bodies.forget(key)
+            self.expected.pop(key, None)
+            self._child_seen.pop(key, None)
+            self.loop.forget(key)
+            self._tell_parent(body)
+            return
+        if not self.bodies.store(key, body):  # an echo of our own patch was reconciled from already
+            self.loop.kick(key)
+        status = body.get("status") or {}
+        seen = (status.get("phase"), waiting_reason(status))
+        if self._child_seen.get(key) != seen:
+            self._child_seen[key] = seen
+            self._tell_parent(body)
+
+    def adopt(self, key: Key, body: dict[str, Any]) -> None:
+        """The Workflow controller created this run: reconcile it now, not one watch hop later (its
+        ADDED event will find the same resourceVersion and be taken as an echo)."""
+        self.bodies.store(key, body)
+        self.loop.kick(key)
+
+    def _tell_parent(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        if names.LABEL_WORKFLOW not in (meta.get("labels") or {}):
+            return
+        ref = owner_ref(body, "Workflow")
+        if ref is not None and meta.get("namespace"):
+            self.child_changed(ChildChanged(str(meta["namespace"]), str(ref["name"])))
+
+    # --- reconcile ----------------------------------------------------------------------------
+
+    async def reconcile(self, key: Hashable) -> datetime | None:
+        """Drive one ScriptRun a step; returns when to look again (None: only on events)."""
+        assert isinstance(key, tuple)
+        body = self.bodies.get(key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        spec, blocked = _spec(body)
+        inputs = self._observe(key, body, spec, blocked)
+        fresh = not inputs.status.attempts and not inputs.observed and not inputs.status.phase.terminal
+        if inputs.blocked is None and fresh:
+            inputs = replace(inputs, blocked=await self._check_inputs(key[0], spec))
+        decision = decide_run(inputs)
+        outcomes = await apply(self.kube, self._operations(decision, body, spec))
+        again = await self._second_look(key, inputs, outcomes)
+        if again is not None:
+            decision = again
+            await apply(self.kube, self._operations(decision, body, spec))
+        await self._write_status(key, body, inputs.status, decision)
+        await apply(self.kube, [Emit(body, e.type, e.reason, e.message) for e in decision.events])
+        if decision.status.phase.terminal:
+            return decision.wake_at
+        return decision.wake_at or inputs.now + timedelta(seconds=self.config.resync_seconds)
+
+    def _observe(self, key: Key, body: dict[str, Any], spec: RunTemplate, blocked: Blocked | None) -> RunInputs:
+        meta = body["metadata"]
+        monitor = getattr(spec, "monitor", None) or MonitorSpec()
+        observed: dict[int, AttemptObservation] = {}
+        held: set[str] = set()
+        for pod in values_of(self.pods, key):
+            pod_meta = pod["metadata"]
+            if pod_meta.get("ownerUid") != meta.get("uid"):
+                held.add(str(pod_meta.get("name")))  # a deleted predecessor's pod
+                continue
+            try:
+                number = int(pod_meta["labels"].get(names.LABEL_ATTEMPT, ""))
+            except ValueError:
+                continue
+            observed[number] = observe_pod(pod, number, monitor_enabled=monitor.enabled)
+        expected = self.expected.setdefault(key, set())
+        expected -= set(observed)
+        name = key[1]
+        return RunInputs(
+            spec=spec,
+            status=_status(body),
+            observed=observed,
+            now=clock.utcnow(),
+            generation=int(meta.get("generation") or 0),
+            created=clock.parse(meta.get("creationTimestamp")),
+            expected=frozenset(expected),
+            blocked=blocked,
+            deadline_grace_seconds=self.config.deadline_grace_seconds,
+            attempt_name=lambda n: names.pod_name(name, n),
+            held=frozenset(held),
+        )
+
+    async def _check_inputs(self, namespace: str, spec: RunTemplate) -> Blocked | None:
+        """What only the operator can see: a ConfigMap that is not there, or lacks the key."""
+        ref = spec.script.config_map_ref if getattr(spec, "script", None) else None
+        if ref is None:
+            return None
+        cm = await self.kube.get_configmap(namespace, ref.name)
+        if cm is None:
+            return Blocked("ConfigMapNotFound", f"ConfigMap {ref.name!r} (spec.script.configMapRef) not found")
+        if ref.key not in (cm.get("data") or {}):
+            return Blocked("ConfigMapKeyNotFound", f"ConfigMap {ref.name!r} has no key {ref.key!r}")
+        return None
+
+    def _operations(self, decision: Decision, body: dict[str, Any], spec: RunTemplate) -> list[Operation]:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        ops: list[Operation] = []
+        for action in decision.actions:
+            match action:
+                case StartAttempt(attempt=attempt):
+                    run = RunRef(name, namespace, meta["uid"])
+                    # the pod may exist before its ConfigMap (the kubelet waits for it): both at once
+                    configmap = build_script_configmap(run, spec)
+                    if configmap is not None:
+                        ops.append(Create(configmap))
+                    ops.append(Create(self._pod(run, body, spec, attempt)))
+                case StopAttempt(name=pod):
+                    ops.append(Delete("Pod", namespace, pod))
+                case RemoveStale(name=pod):
+                    ops.append(Delete("Pod", namespace, pod, grace_seconds=0))
+                case DeleteSelf():
+                    log.info("TTL: deleting finished ScriptRun %s/%s", namespace, name)
+                    ops.append(Delete(KIND, namespace, name))
+        return ops
+
+    def _pod(self, run: RunRef, body: dict[str, Any], spec: RunTemplate, attempt: int) -> dict[str, Any]:
+        labels = body["metadata"].get("labels") or {}
+        extra = tuple((k, labels[k]) for k in (names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE) if k in labels)
+        config = self.config
+        return build_pod(
+            PodInputs(
+                run=run,
+                spec=spec,
+                attempt=attempt,
+                default_image=config.default_image,
+                monitor_image=config.monitor_image,
+                monitor_pull_policy=config.monitor_pull_policy,
+                extra_labels=extra,
+            )
+        )
+
+    async def _second_look(self, key: Key, inputs: RunInputs, outcomes: list[Outcome]) -> Decision | None:
+        """After the creates: a refused pod, or a name held by a pod we did not see, is the
+        engine's to decide about (the same inputs, plus what the API server said)."""
+        for outcome in outcomes:
+            op = outcome.op
+            if not isinstance(op, Create) or op.obj.get("kind") != "Pod":
+                continue
+            pod_meta = op.obj["metadata"]
+            attempt = int(pod_meta["labels"][names.LABEL_ATTEMPT])
+            if outcome.refused is not None:
+                refusal = Refusal(outcome.refused.status, outcome.refused.message)
+                return decide_run(replace(inputs, refused=refusal))
+            if outcome.exists:
+                existing = await self.kube.get_pod(pod_meta["namespace"], pod_meta["name"])
+                owner = (owner_ref(existing, KIND) or {}).get("uid") if existing else None
+                if existing is not None and owner != op.obj["metadata"]["ownerReferences"][0]["uid"]:
+                    return decide_run(replace(inputs, held=inputs.held | {pod_meta["name"]}))
+            self.expected.setdefault(key, set()).add(attempt)
+            log.info("%s pod %s", "found" if outcome.exists else "created", pod_meta["name"])
+        return None
+
+    async def _write_status(self, key: Key, body: dict[str, Any], before: ScriptRunStatus, decision: Decision) -> None:
+        old = as_stored(before.dump(), body.get("status"))
+        new = decision.status.dump()
+        patch = merge_patch(old, new)
+        if not patch:
+            return
+        log.debug("run %s status -> %s", key[1], decision.status.phase.value)
+        (outcome,) = await apply(self.kube, [Patch(KIND, key[0], key[1], patch, status=True)])
+        if outcome.body is None:
+            return
+        self.bodies.update(key, outcome.body)
+        if "phase" in patch or waiting_reason(new) != waiting_reason(old):
+            self._tell_parent(outcome.body)

@@ -1,0 +1,283 @@
+"""The Workflow controller: observe (the workflow, its child ScriptRuns), decide (`engine.workflow`),
+apply. Level-triggered: the status is recomputed from the children each time; a background writer
+stores it, so the decision loop never waits for the PATCH."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from scriptrun.build import names
+from scriptrun.build.patch import as_stored, merge_patch
+from scriptrun.build.workflow import WorkflowRef, build_child
+from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, values_of
+from scriptrun.controllers.config import OperatorConfig
+from scriptrun.controllers.loop import KeyedLoop
+from scriptrun.engine import clock
+from scriptrun.engine.dag import Plan, PlanError, build_plan
+from scriptrun.engine.observe import ChildObservation, observe_child
+from scriptrun.engine.workflow import (
+    CollectPods,
+    DeleteWorkflow,
+    RetireNode,
+    StartNode,
+    StopNode,
+    WorkflowDecision,
+    WorkflowEvent,
+    WorkflowInputs,
+    decide,
+    invalid_workflow,
+)
+from scriptrun.k8s.api import Kube
+from scriptrun.k8s.apply import Create, Delete, DeletePods, Emit, Operation, Patch, apply
+from scriptrun.model.workflow import WorkflowSpec, WorkflowStatus
+
+log = logging.getLogger(__name__)
+KIND = "Workflow"
+CHILD_KIND = "ScriptRun"
+PLAN_CACHE = 1000
+
+
+@dataclass(frozen=True)
+class ChildRecord:
+    """What the children index keeps of one child ScriptRun: who it is, and the observation."""
+
+    node: str
+    name: str
+    uid: str
+    owner_uid: str | None
+    observation: ChildObservation
+
+
+ChildCreatedFn = Callable[[Key, dict[str, Any]], None]
+
+
+def child_record(body: dict[str, Any]) -> tuple[Key, ChildRecord] | None:
+    """The workflow key and record of a child ScriptRun (None for a run no Workflow controls)."""
+    meta = body.get("metadata", {})
+    owner = next(
+        (r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND and r.get("controller")),
+        None,
+    )
+    node = (meta.get("labels") or {}).get(names.LABEL_NODE)
+    if owner is None or not meta.get("namespace") or not node:
+        return None
+    stopping = bool((body.get("spec") or {}).get("terminate"))
+    record = ChildRecord(
+        node=str(node),
+        name=str(meta.get("name")),
+        uid=str(meta.get("uid")),
+        owner_uid=owner.get("uid"),
+        observation=observe_child(dict(body.get("status") or {}), stopping=stopping),
+    )
+    return (str(meta["namespace"]), str(owner["name"])), record
+
+
+class WorkflowController:
+    def __init__(self, kube: Kube, config: OperatorConfig, *, child_created: ChildCreatedFn) -> None:
+        self.kube = kube
+        self.config = config
+        self.child_created = child_created
+        self.bodies = Bodies()
+        self.expected: dict[Key, set[str]] = {}  # nodes whose child we created and have not seen yet
+        self.retired: set[str] = set()  # uids of children a retry deleted (until the watch says so)
+        self.children: IndexView[ChildRecord] | None = None
+        self.pods: IndexView[Any] | None = None
+        self._plans: dict[tuple[str, int], Plan | PlanError] = {}
+        self._desired: dict[Key, tuple[str | None, WorkflowStatus]] = {}  # (uid, latest decided status)
+        self._written: dict[Key, dict[str, Any]] = {}  # the status as last stored
+        self.loop = KeyedLoop(self.reconcile, resync_seconds=config.resync_seconds)
+        self.writer = KeyedLoop(self.write_status)
+
+    async def close(self) -> None:
+        await self.loop.close()
+        await self.writer.close()
+
+    # --- events -------------------------------------------------------------------------------
+
+    def workflow_event(
+        self, event_type: str | None, body: dict[str, Any], children: IndexView[ChildRecord], pods: IndexView[Any]
+    ) -> None:
+        self.children, self.pods = children, pods
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self.bodies.forget(key)
+            self.expected.pop(key, None)
+            self._desired.pop(key, None)
+            self._written.pop(key, None)
+            self.writer.forget(key)
+            self.loop.forget(key)
+            return
+        if not self.bodies.store(key, body):  # an echo of our own patch needs nothing
+            self.loop.kick(key)
+
+    def child_changed(self, change: ChildChanged) -> None:
+        """A child changed what this controller reads: look at its workflow again."""
+        self.loop.kick((change.namespace, change.workflow))
+
+    # --- reconcile ----------------------------------------------------------------------------
+
+    async def reconcile(self, key: Hashable) -> datetime | None:
+        assert isinstance(key, tuple)
+        body = self.bodies.get(key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            return None
+        meta = body["metadata"]
+        gen = int(meta.get("generation") or 0)
+        now = clock.utcnow()
+        status = self._status(key, body)
+        try:
+            spec = WorkflowSpec.model_validate(body.get("spec") or {})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            why = f"spec.{where}: {first['msg']}"
+            await self._finish(key, body, status, invalid_workflow(status, "InvalidSpec", why, now, gen, event=False))
+            return None
+        plan = self._plan(meta["uid"], gen, spec)
+        if isinstance(plan, PlanError):
+            why = "; ".join(plan.errors)
+            await self._finish(
+                key, body, status, invalid_workflow(status, "InvalidWorkflow", why, now, gen, event=True)
+            )
+            return None
+        inputs = self._observe(key, body, plan, spec, status, now)
+        if inputs.retry_round > (status.retry_round or 0):
+            log.info("%s/%s: retry %d requested (phase %s)", key[0], key[1], inputs.retry_round, status.phase)
+        decision = decide(inputs)
+        await self._apply(key, body, plan, decision)
+        await self._finish(key, body, status, decision)
+        if decision.status.phase in ("Succeeded", "Failed"):
+            return decision.wake_at
+        return decision.wake_at or now + timedelta(seconds=self.config.resync_seconds)
+
+    def _status(self, key: Key, body: dict[str, Any]) -> WorkflowStatus:
+        """We are the only writer of this status: what we decided last is newer than the body until
+        the background writer has stored it (after a restart, the body's status is the start)."""
+        decided = self._desired.get(key)
+        if decided is not None and decided[0] == body["metadata"].get("uid"):
+            return decided[1]
+        try:
+            return WorkflowStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            return WorkflowStatus()
+
+    def _plan(self, uid: str, generation: int, spec: WorkflowSpec) -> Plan | PlanError:
+        key = (uid, generation)
+        if key not in self._plans:
+            if len(self._plans) > PLAN_CACHE:
+                self._plans.clear()
+            try:
+                self._plans[key] = build_plan(spec)
+            except PlanError as err:
+                self._plans[key] = err
+        return self._plans[key]
+
+    def _observe(
+        self, key: Key, body: dict[str, Any], plan: Plan, spec: WorkflowSpec, status: WorkflowStatus, now: datetime
+    ) -> WorkflowInputs:
+        meta = body["metadata"]
+        # only this workflow's children: not those of a deleted predecessor of the same name
+        # and not children retired by a retry whose deletion the watch has not shown yet
+        observed: dict[str, ChildObservation] = {}
+        for child in values_of(self.children, key):
+            if child.owner_uid != meta["uid"] or child.uid in self.retired:
+                continue
+            obs = child.observation
+            if spec.pod_gc is not None:
+                obs = replace(obs, pods_left=bool(values_of(self.pods, (key[0], child.name))))
+            observed[child.node] = obs
+        expected = self.expected.setdefault(key, set())
+        expected -= set(observed)
+        retry_round = int((meta.get("annotations") or {}).get(names.ANNOTATION_RETRY, "0") or 0)
+        return WorkflowInputs(
+            plan=plan,
+            spec=spec,
+            status=status,
+            observed=observed,
+            now=now,
+            name=key[1],
+            namespace=key[0],
+            uid=meta["uid"],
+            generation=int(meta.get("generation") or 0),
+            expected=frozenset(expected),
+            retry_round=retry_round,
+        )
+
+    def _child_name(self, key: Key, node: str) -> str:
+        found = [c for c in values_of(self.children, key) if c.node == node and c.uid not in self.retired]
+        return found[0].name if found else names.child_name(key[1], node)
+
+    async def _apply(self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision) -> None:
+        namespace, name = key
+        ref = WorkflowRef(name, namespace, body["metadata"]["uid"])
+        expected = self.expected.setdefault(key, set())
+        ops: list[Operation] = []
+        for action in decision.actions:  # in the engine's order: a retry's deletes before its creates
+            match action:
+                case RetireNode(node=node):
+                    for child in values_of(self.children, key):
+                        if child.node == node and child.uid not in self.retired:
+                            self.retired.add(child.uid)
+                            ops.append(Delete(CHILD_KIND, namespace, child.name))
+                    expected.discard(node)
+                case StartNode(node=node, template=template):
+                    ops.append(Create(build_child(ref, task=plan.nodes[node].task, node=node, template=template)))
+                case StopNode(node=node):
+                    ops.append(Patch(CHILD_KIND, namespace, self._child_name(key, node), {"spec": {"terminate": True}}))
+                case CollectPods(node=node):
+                    selector = f"{names.LABEL_SCRIPTRUN}={names.label_value(self._child_name(key, node))}"
+                    ops.append(DeletePods(namespace, selector))
+                case DeleteWorkflow():
+                    log.info("TTL: deleting finished Workflow %s/%s", namespace, name)
+                    ops.append(Delete(KIND, namespace, name))
+        for outcome in await apply(self.kube, ops):
+            op = outcome.op
+            if not isinstance(op, Create):
+                continue
+            child_meta = op.obj["metadata"]
+            node = child_meta["labels"][names.LABEL_NODE]
+            if outcome.refused is not None:
+                log.warning("child %s refused: %s", child_meta["name"], outcome.refused)
+                decision.events.append(WorkflowEvent("Warning", "ChildRefused", f"{node}: {outcome.refused.message}"))
+                continue
+            expected.add(node)
+            if outcome.body is not None:
+                self.child_created((namespace, child_meta["name"]), outcome.body)
+
+    async def _finish(self, key: Key, body: dict[str, Any], before: WorkflowStatus, decision: WorkflowDecision) -> None:
+        """Hand the new status to the background writer; post the decision's Events."""
+        if not (key in self._desired and before.dump() == decision.status.dump()):
+            self._desired[key] = (body["metadata"].get("uid"), decision.status)
+            self.writer.kick(key)
+        await apply(self.kube, [Emit(body, e.type, e.reason, e.message) for e in decision.events])
+
+    async def write_status(self, key: Hashable) -> datetime | None:
+        """The writer loop (one per workflow, coalescing): store the latest decided status, as one
+        merge patch against what was stored last."""
+        assert isinstance(key, tuple)
+        decided = self._desired.get(key)
+        body = self.bodies.get(key)
+        if decided is None or body is None:
+            return None
+        new = decided[1].dump()
+        old = self._written.get(key)
+        if old is None:
+            try:
+                old = as_stored(WorkflowStatus.model_validate(body.get("status") or {}).dump(), body.get("status"))
+            except ValidationError:
+                old = {}
+        patch = merge_patch(old, new)
+        if patch:
+            (outcome,) = await apply(self.kube, [Patch(KIND, key[0], key[1], patch, status=True)])
+            if outcome.body is None:  # deleted meanwhile
+                return None
+            self.bodies.update(key, outcome.body)
+        self._written[key] = new
+        return None
