@@ -1,14 +1,16 @@
-"""TTL after finish, and cascade deletion of pods and the script ConfigMap."""
+"""TTL after finish, and cascade deletion of pods and the script ConfigMap (a large inline script
+gets one; a small one travels in the pod)."""
 
 from __future__ import annotations
 
 from tests.support.kube import Kube, scriptrun
 
 EXIT = "test.scriptrun.dev/exit-code"
+LARGE = {"script": {"source": "# " + "x" * 40_000 + "\nprint('hi')\n"}}  # over the in-pod limit: a ConfigMap
 
 
 def test_ttl_deletes_the_finished_run_and_its_children(kube: Kube) -> None:
-    kube.apply(scriptrun("short", {"ttlSecondsAfterFinished": 2}, {EXIT: "0"}))
+    kube.apply(scriptrun("short", {"ttlSecondsAfterFinished": 2, **LARGE}, {EXIT: "0"}))
     kube.wait_phase("short", "Succeeded")
     kube.wait("run deleted by TTL", lambda: kube.get("scriptrun", "short") is None, timeout=30)
     kube.wait("pods collected", lambda: kube.list("pods") == [], timeout=30)
@@ -16,7 +18,7 @@ def test_ttl_deletes_the_finished_run_and_its_children(kube: Kube) -> None:
 
 
 def test_deleting_a_running_run_deletes_pods_and_configmap(kube: Kube) -> None:
-    kube.apply(scriptrun("doomed", {}))
+    kube.apply(scriptrun("doomed", LARGE))
     kube.wait("running", lambda: kube.run_status("doomed").get("phase") == "Running")
     assert kube.get("configmap", "doomed-script") is not None
     kube.delete("scriptrun", "doomed")

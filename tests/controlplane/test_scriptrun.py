@@ -64,9 +64,9 @@ def test_create_to_pod_to_succeeded(kube: Kube) -> None:
     assert monitor["startupProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics", "scheme": "HTTP"}
     shared = {m["mountPath"] for m in main["volumeMounts"]} & {m["mountPath"] for m in monitor["volumeMounts"]}
     assert shared == {"/scriptrun/run", "/scriptrun/run/outputs"}
-    cm = kube.get("configmap", "ok-script")
-    assert cm is not None and cm["data"]["main.py"] == "print('hi')"
-    assert cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+    # a small inline script travels in the pod (downward API), no ConfigMap
+    assert pod["metadata"]["annotations"]["scriptrun.dev/script"] == "print('hi')"
+    assert kube.get("configmap", "ok-script") is None
 
     assert [a["exitCode"] for a in status["attempts"]] == [0]
     assert status["observedGeneration"] == run["metadata"]["generation"]

@@ -94,6 +94,21 @@ def test_a_plain_python3_image_without_scriptrun(kube: Kube) -> None:
     assert "without scriptrun: yes" in log, log
 
 
+def test_small_and_large_inline_scripts_reach_the_container(kube: Kube) -> None:
+    """A small script travels in the pod (the kubelet writes it from an annotation: downward API),
+    a large one in an owned ConfigMap; both run as written."""
+    small = "print('small script ran')\n"
+    large = "# " + "x" * 40_000 + "\nprint('large script ran')\n"
+    kube.apply(run("small", small))
+    kube.apply(run("large", large))
+    for name in ("small", "large"):
+        status = kube.wait_phase(name, "Succeeded", timeout=120)
+        log = kube.cluster.kubectl("-n", kube.ns, "logs", status["attempts"][-1]["podName"], "-c", "main").stdout
+        assert f"{name} script ran" in log, log
+    assert kube.get("configmap", "small-script") is None
+    assert kube.get("configmap", "large-script") is not None
+
+
 def test_pending_is_explained_and_times_out_with_its_reason(kube: Kube) -> None:
     missing = "docker.io/scriptrun/not-there:0"
     kube.apply(

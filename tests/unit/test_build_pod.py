@@ -45,8 +45,27 @@ def test_pod_essentials() -> None:
     monitor = spec["initContainers"][0]
     assert monitor["restartPolicy"] == "Always" and monitor["terminationMessagePath"] == "/dev/termination-log"
     assert pod["metadata"]["labels"]["scriptrun.dev/attempt"] == "1"
-    cm = build_script_configmap(RunRef("hello", "ns1", "uid-1"), run.spec)
-    assert cm is not None and cm["data"]["main.py"] == run.spec.script.source
+    # a small inline script travels in the pod: an annotation the kubelet writes to the script volume
+    assert build_script_configmap(RunRef("hello", "ns1", "uid-1"), run.spec) is None
+    assert pod["metadata"]["annotations"]["scriptrun.dev/script"] == run.spec.script.source
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "script"]
+    assert volume["downwardAPI"]["items"] == [
+        {"path": "main.py", "fieldRef": {"fieldPath": "metadata.annotations['scriptrun.dev/script']"}}
+    ]
+
+
+def test_a_large_inline_script_gets_its_own_configmap() -> None:
+    run = hello()
+    big = "# " + "x" * (32 * 1024) + "\nprint('big')\n"
+    spec = run.spec.model_copy(update={"script": run.spec.script.model_copy(update={"source": big})})
+    ref = RunRef("hello", "ns1", "uid-1")
+    cm = build_script_configmap(ref, spec)
+    assert cm is not None and cm["data"]["main.py"] == big
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    pod = build_pod(PodInputs(run=ref, spec=spec, attempt=1))
+    assert "scriptrun.dev/script" not in (pod["metadata"].get("annotations") or {})
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "script"]
+    assert volume["configMap"] == {"name": "hello-script"}
 
 
 def test_long_names_stay_valid_and_deterministic() -> None:

@@ -41,6 +41,7 @@ def script_configmap_name(run: str) -> str:
 
 LABEL_NODE = f"{API_GROUP}/node"
 ANNOTATION_RETRY = f"{API_GROUP}/retry"
+ANNOTATION_SCRIPT = f"{API_GROUP}/script"  # an inline script, for the pod's downward-API volume
 
 
 def child_name(workflow: str, node: str) -> str:

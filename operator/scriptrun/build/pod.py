@@ -21,6 +21,11 @@ from scriptrun.model.contract import (
 )
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
 
+# Inline scripts up to this size (UTF-8 bytes) travel in the pod itself, as an annotation the kubelet
+# writes into the script volume (downward API): no ConfigMap per run, one API write less a task.
+# Larger ones (up to the CRD's 256 KiB) still get an owned ConfigMap: annotations share a 256 KiB
+# budget, and every watch event of the pod carries them.
+IN_POD_SCRIPT_LIMIT = 32 * 1024
 RUN_VOLUME = "scriptrun-run"
 OUTPUTS_VOLUME = "scriptrun-outputs"
 
@@ -51,9 +56,16 @@ def base_labels(run: RunRef) -> dict[str, str]:
     return {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_SCRIPTRUN: names.label_value(run.name)}
 
 
+def script_in_pod(spec: RunTemplate) -> bool:
+    """An inline script small enough to travel in the pod's annotations."""
+    source = spec.script.source
+    return source is not None and len(source.encode()) <= IN_POD_SCRIPT_LIMIT
+
+
 def build_script_configmap(run: RunRef, spec: RunTemplate) -> dict[str, Any] | None:
-    """The owned ConfigMap that delivers an inline script; None when the script is not inline."""
-    if spec.script.source is None:
+    """The owned ConfigMap that delivers a large inline script; None when the script is not inline
+    or travels in the pod."""
+    if spec.script.source is None or script_in_pod(spec):
         return None
     return {
         "apiVersion": "v1",
@@ -176,7 +188,12 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
     annotations = dict((spec.pod_metadata.annotations if spec.pod_metadata else None) or {})
 
     volumes: list[dict[str, Any]] = [{"name": RUN_VOLUME, "emptyDir": {}}, {"name": OUTPUTS_VOLUME, "emptyDir": {}}]
-    if spec.script.source is not None:
+    if script_in_pod(spec):
+        annotations[names.ANNOTATION_SCRIPT] = str(spec.script.source)
+        field = f"metadata.annotations['{names.ANNOTATION_SCRIPT}']"
+        item = {"path": SCRIPT_KEY, "fieldRef": {"fieldPath": field}}
+        volumes.append({"name": "script", "downwardAPI": {"items": [item]}})
+    elif spec.script.source is not None:
         volumes.append({"name": "script", "configMap": {"name": names.script_configmap_name(run.name)}})
     elif spec.script.config_map_ref is not None:
         volumes.append({"name": "script", "configMap": {"name": spec.script.config_map_ref.name}})

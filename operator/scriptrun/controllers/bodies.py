@@ -49,7 +49,8 @@ class Bodies:
         self._bodies.pop(key, None)
 
     def store(self, key: Key, incoming: dict[str, Any]) -> bool:
-        """Returns True when `incoming` is only the echo of what we stored: nothing new to do."""
+        """Returns True when `incoming` is nothing new: the echo of what we stored (our own patch or
+        create), or older than it (a late watch event)."""
         known = self._bodies.get(key)
         if known is None:
             self._bodies[key] = incoming
@@ -61,7 +62,7 @@ class Bodies:
             return False
         if new_rv > old_rv:
             self._bodies[key] = incoming
-        return new_rv == old_rv
+        return new_rv <= old_rv
 
     def update(self, key: Key, incoming: dict[str, Any]) -> None:
         """Our own write's response: newer than anything the watch brought, if we still track it."""

@@ -88,7 +88,7 @@ class WorkflowController:
         self.retired: set[str] = set()  # uids of children a retry deleted (until the watch says so)
         self.children: IndexView[ChildRecord] | None = None
         self.pods: IndexView[Any] | None = None
-        self._plans: dict[tuple[str, int], Plan | PlanError] = {}
+        self._parsed: dict[tuple[str, int], tuple[WorkflowSpec, Plan | PlanError]] = {}
         self._desired: dict[Key, tuple[str | None, WorkflowStatus]] = {}  # (uid, latest decided status)
         self._written: dict[Key, dict[str, Any]] = {}  # the status as last stored
         self.loop = KeyedLoop(self.reconcile, resync_seconds=config.resync_seconds)
@@ -132,27 +132,24 @@ class WorkflowController:
         gen = int(meta.get("generation") or 0)
         now = clock.utcnow()
         status = self._status(key, body)
-        try:
-            spec = WorkflowSpec.model_validate(body.get("spec") or {})
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            why = f"spec.{where}: {first['msg']}"
-            await self._finish(key, body, status, invalid_workflow(status, "InvalidSpec", why, now, gen, event=False))
+        parsed = self._parse(meta["uid"], gen, body)
+        if isinstance(parsed, str):
+            decision = invalid_workflow(status, "InvalidSpec", parsed, now, gen, event=False)
+            await self._finish(key, body, status, decision)
             return None
-        plan = self._plan(meta["uid"], gen, spec)
+        spec, plan = parsed
         if isinstance(plan, PlanError):
             why = "; ".join(plan.errors)
-            await self._finish(
-                key, body, status, invalid_workflow(status, "InvalidWorkflow", why, now, gen, event=True)
-            )
+            decision = invalid_workflow(status, "InvalidWorkflow", why, now, gen, event=True)
+            await self._finish(key, body, status, decision)
             return None
         inputs = self._observe(key, body, plan, spec, status, now)
         if inputs.retry_round > (status.retry_round or 0):
             log.info("%s/%s: retry %d requested (phase %s)", key[0], key[1], inputs.retry_round, status.phase)
         decision = decide(inputs)
-        await self._apply(key, body, plan, decision)
+        await self._apply(key, body, plan, decision, before_status=True)
         await self._finish(key, body, status, decision)
+        await self._apply(key, body, plan, decision, before_status=False)
         if decision.status.phase in ("Succeeded", "Failed"):
             return decision.wake_at
         return decision.wake_at or now + timedelta(seconds=self.config.resync_seconds)
@@ -168,16 +165,25 @@ class WorkflowController:
         except ValidationError:
             return WorkflowStatus()
 
-    def _plan(self, uid: str, generation: int, spec: WorkflowSpec) -> Plan | PlanError:
+    def _parse(self, uid: str, generation: int, body: dict[str, Any]) -> tuple[WorkflowSpec, Plan | PlanError] | str:
+        """The validated spec and its plan, once per generation (validating a 1000-task spec takes
+        tens of milliseconds; the spec cannot change without a new generation). A str: why the
+        spec is invalid."""
         key = (uid, generation)
-        if key not in self._plans:
-            if len(self._plans) > PLAN_CACHE:
-                self._plans.clear()
+        if key not in self._parsed:
+            if len(self._parsed) > PLAN_CACHE:
+                self._parsed.clear()
             try:
-                self._plans[key] = build_plan(spec)
+                spec = WorkflowSpec.model_validate(body.get("spec") or {})
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                return f"spec.{where}: {first['msg']}"
+            try:
+                self._parsed[key] = (spec, build_plan(spec))
             except PlanError as err:
-                self._plans[key] = err
-        return self._plans[key]
+                self._parsed[key] = (spec, err)
+        return self._parsed[key]
 
     def _observe(
         self, key: Key, body: dict[str, Any], plan: Plan, spec: WorkflowSpec, status: WorkflowStatus, now: datetime
@@ -214,12 +220,19 @@ class WorkflowController:
         found = [c for c in values_of(self.children, key) if c.node == node and c.uid not in self.retired]
         return found[0].name if found else names.child_name(key[1], node)
 
-    async def _apply(self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision) -> None:
+    async def _apply(
+        self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision, *, before_status: bool
+    ) -> None:
+        """The children first (retire, create, stop: the status written next records them), then,
+        once the status is on its way, what may lag (pod GC, the TTL)."""
         namespace, name = key
         ref = WorkflowRef(name, namespace, body["metadata"]["uid"])
         expected = self.expected.setdefault(key, set())
         ops: list[Operation] = []
+        late = (CollectPods, DeleteWorkflow)
         for action in decision.actions:  # in the engine's order: a retry's deletes before its creates
+            if isinstance(action, late) == before_status:
+                continue
             match action:
                 case RetireNode(node=node):
                     for child in values_of(self.children, key):
@@ -231,7 +244,9 @@ class WorkflowController:
                     ops.append(Create(build_child(ref, task=plan.nodes[node].task, node=node, template=template)))
                 case StopNode(node=node):
                     ops.append(Patch(CHILD_KIND, namespace, self._child_name(key, node), {"spec": {"terminate": True}}))
-                case CollectPods(node=node):
+                case CollectPods(node=None):
+                    ops.append(DeletePods(namespace, f"{names.LABEL_WORKFLOW}={names.label_value(name)}"))
+                case CollectPods(node=str(node)):
                     selector = f"{names.LABEL_SCRIPTRUN}={names.label_value(self._child_name(key, node))}"
                     ops.append(DeletePods(namespace, selector))
                 case DeleteWorkflow():

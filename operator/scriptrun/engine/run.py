@@ -136,6 +136,13 @@ def _cause(attempt: Attempt) -> str:
     return f"{attempt.reason}: {attempt.message}" if attempt.message else str(attempt.reason)
 
 
+def fresh_status(status: ScriptRunStatus) -> ScriptRunStatus:
+    """A copy the decision may change: the lists it edits are new, the rest is shared (the
+    engine never edits an attempt or a condition in place). A deep copy cost a third of the
+    operator's CPU on wide workflows."""
+    return status.model_copy(update={"attempts": list(status.attempts), "conditions": list(status.conditions)})
+
+
 def _failed(attempt: Attempt, now: datetime, reason: str, message: str) -> Attempt:
     """The attempt, ended by the engine itself (timeout, pending timeout, terminate)."""
     update = {"phase": RunPhase.FAILED, "finish_time": clock.fmt(now), "reason": reason, "message": message}
@@ -338,7 +345,7 @@ def _hold_for_service_account(inp: RunInputs) -> Decision | None:
     assert refused is not None
     young = created is None or inp.now - created < SERVICE_ACCOUNT_GRACE
     if refused.status == 403 and "error looking up service account" in refused.message and young:
-        return Decision(status=inp.status.model_copy(deep=True), wake_at=inp.now + RETRY_SOON)
+        return Decision(status=fresh_status(inp.status), wake_at=inp.now + RETRY_SOON)
     return None
 
 
@@ -350,7 +357,7 @@ def _wait_for_held_names(inp: RunInputs, decision: Decision) -> Decision:
     if not held:
         return decision
     return Decision(
-        status=inp.status.model_copy(deep=True),
+        status=fresh_status(inp.status),
         actions=[RemoveStale(name) for name in held],
         wake_at=inp.now + RETRY_SOON,
     )
@@ -372,7 +379,7 @@ def _expire(inp: RunInputs, decision: Decision) -> None:
 
 def _late_usage(inp: RunInputs) -> Decision:
     """Finished runs only pick up late usage (the monitor summary can trail the phase)."""
-    decision = Decision(status=inp.status.model_copy(deep=True))
+    decision = Decision(status=fresh_status(inp.status))
     decision.status.observed_generation = inp.generation
     attempts, usage = _merge_attempts(inp.status.attempts, inp.observed, inp.expected, inp.now)
     if attempts and usage.get(attempts[-1].attempt) is not None and decision.status.usage is None:
@@ -482,7 +489,7 @@ def _advance(inp: RunInputs) -> Decision:
     """A live run: merge what is observed, enforce limits, pick the next phase, set conditions."""
     strategy = inp.spec.retry_strategy or RetryStrategy()
     now, gen = inp.now, inp.generation
-    new = inp.status.model_copy(deep=True)
+    new = fresh_status(inp.status)
     new.observed_generation = gen
     decision = Decision(status=new)
     attempts, usage = _merge_attempts(inp.status.attempts, inp.observed, inp.expected, now)

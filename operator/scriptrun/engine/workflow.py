@@ -50,9 +50,10 @@ class RetireNode:
 
 @dataclass(frozen=True)
 class CollectPods:
-    """podGC: delete the pods of the node's finished child."""
+    """podGC: delete the pods of the node's finished child (`node` None: every pod of the workflow,
+    one request however wide it is)."""
 
-    node: str
+    node: str | None
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def decide(inp: WorkflowInputs) -> WorkflowDecision:
     schedule (main tasks, then exit handlers), the roll-up, pod GC and the TTL."""
     retried = _retry(inp)
     inp = retried.inputs if retried else inp
-    decision = WorkflowDecision(status=inp.status.model_copy(deep=True))
+    decision = WorkflowDecision(status=fresh_status(inp.status))
     decision.status.observed_generation = inp.generation
     if retried:
         decision.actions.extend(retried.actions)
@@ -236,11 +237,18 @@ def decide(inp: WorkflowInputs) -> WorkflowDecision:
     return decision
 
 
+def fresh_status(status: WorkflowStatus) -> WorkflowStatus:
+    """A copy the decision may change: the conditions list and task map are new, the summaries
+    shared (the engine never edits a recorded summary in place; deep copies of a 1000-task status
+    were a large share of the operator's CPU)."""
+    return status.model_copy(update={"conditions": list(status.conditions), "tasks": dict(status.tasks)})
+
+
 def invalid_workflow(
     status: WorkflowStatus, reason: str, message: str, now: datetime, generation: int, *, event: bool
 ) -> WorkflowDecision:
     """A spec the operator cannot run (fails validation, or the DAG is invalid): Failed, saying why."""
-    new = status.model_copy(deep=True)
+    new = fresh_status(status)
     new.phase = WorkflowPhase.FAILED
     new.message = message[:2000]
     new.observed_generation = generation
@@ -266,7 +274,7 @@ def _retry(inp: WorkflowInputs) -> _Retried | None:
     if inp.retry_round <= (status.retry_round or 0) or status.phase != "Failed":
         return None
     keep = {n: t for n, t in status.tasks.items() if t.phase in ("Succeeded", "Skipped")}
-    new = status.model_copy(deep=True)
+    new = fresh_status(status)
     new.tasks = keep
     new.phase = WorkflowPhase.RUNNING
     new.finished_at = None
@@ -534,15 +542,15 @@ def _collect_pods(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
     strategy = inp.spec.pod_gc.strategy
     phase = decision.status.phase
     retired = {a.node for a in decision.actions if isinstance(a, RetireNode)}
-    for node, child in inp.observed.items():
-        if not child.pods_left or node in retired:
-            continue
-        if (
-            (strategy == "OnPodCompletion" and child.phase in ("Succeeded", "Failed"))
-            or (strategy == "OnPodSuccess" and child.phase == "Succeeded")
-            or (strategy == "OnWorkflowCompletion" and phase.terminal)
-            or (strategy == "OnWorkflowSuccess" and phase == "Succeeded")
-        ):
+    left = {node: child for node, child in inp.observed.items() if child.pods_left and node not in retired}
+    if not left:
+        return
+    if strategy in ("OnWorkflowCompletion", "OnWorkflowSuccess"):
+        if phase == "Succeeded" or (strategy == "OnWorkflowCompletion" and phase.terminal):
+            decision.actions.append(CollectPods(None))
+        return
+    for node, child in left.items():
+        if child.phase == "Succeeded" or (strategy == "OnPodCompletion" and child.phase == "Failed"):
             decision.actions.append(CollectPods(node))
 
 

@@ -202,13 +202,26 @@ class Kube:
 
     # --- deletes: a 404 is what was wanted
 
+    async def _discard(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        """A request whose answer we never read (a deleted pod, or the list of all the pods a
+        collection delete removed: 1000 pods' worth of client models was a 50 MiB spike)."""
+
+        async def once() -> None:
+            resp = await call(*args, _preload_content=False, **kwargs)
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            if not 200 <= resp.status < 300:
+                raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+
+        await self._unless_gone(once)
+
     async def delete_pod(self, namespace: str, name: str, grace_seconds: int = 5) -> None:
-        await self._unless_gone(
-            lambda: self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
-        )
+        await self._discard(self.core.delete_namespaced_pod, name, namespace, grace_period_seconds=grace_seconds)
 
     async def delete_pods(self, namespace: str, selector: str) -> None:
-        await self._unless_gone(lambda: self.core.delete_collection_namespaced_pod(namespace, label_selector=selector))
+        await self._discard(self.core.delete_collection_namespaced_pod, namespace, label_selector=selector)
 
     async def delete_custom(self, plural: str, namespace: str, name: str) -> None:
         await self._unless_gone(

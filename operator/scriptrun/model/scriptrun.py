@@ -47,7 +47,9 @@ class ScriptSource(ApiModel):
     }
 
     source: str | None = Field(
-        default=None, max_length=262144, description="Inline Python source, delivered via an owned ConfigMap."
+        default=None,
+        max_length=262144,
+        description="Inline Python source, delivered in the pod (up to 32 KiB) or via an owned ConfigMap.",
     )
     config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key that holds the Python source."
