@@ -45,6 +45,31 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return now, peak
 
 
+CLUSTER_PROCESSES = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok")
+
+
+def process_cpu() -> dict[str, float]:
+    """CPU seconds used so far by the cluster's processes, by name (the operator is measured apart)."""
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        if comm.startswith(CLUSTER_PROCESSES):
+            fields = text.rsplit(")", 1)[1].split()
+            used[comm] = used.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / 100.0
+    return used
+
+
+def busy_cores() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / 100.0, sum(values) / 100.0
+
+
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"})
 
 
@@ -95,6 +120,7 @@ def run(
         "spec": {"tasks": tasks, "podGC": {"strategy": "OnWorkflowCompletion"}},
     }
     before = request_counts(cp)
+    cluster0, (busy0, total0) = process_cpu(), busy_cores()
     polls = 0
     start = time.monotonic()
     # strict: a misspelt field fails here instead of being pruned silently
@@ -109,6 +135,8 @@ def run(
             break
         time.sleep(0.25)
     makespan = time.monotonic() - start
+    cluster = {k: v - cluster0.get(k, 0.0) for k, v in process_cpu().items()}
+    busy1, total1 = busy_cores()
     size = len(json.dumps(status))
     requests = request_counts(cp) - before
     requests[("GET", "workflows")] -= polls + 1  # the bench's own polls (and the /metrics read is not counted)
@@ -125,6 +153,8 @@ def run(
         "status_kib": size / 1024,
         "requests_per_task": per_task,
         "writes_per_task": sum(v for k, v in per_task.items() if k.split()[0] in WRITE_VERBS),
+        "cluster_cpu_s": dict(sorted(cluster.items(), key=lambda kv: -kv[1])),
+        "machine_busy": (busy1 - busy0) / max(total1 - total0, 1e-9),
     }
 
 
@@ -231,6 +261,14 @@ def main() -> int:
         print(
             f"{r['scenario']:<26} {r['tasks']:>5} {r['phase']:>9} {r['makespan_s']:>10.1f} {r['per_task_ms']:>11.1f} "
             f"{r['operator_cpu_s']:>9.1f} {r['operator_rss_peak_mib']:>10.0f} {r['status_kib']:>10.1f}"
+        )
+    print()
+    print("CPU seconds during each scenario (2 cores; the machine's busy share covers every process):")
+    for r in rows:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in r["cluster_cpu_s"].items())
+        print(
+            f"  {r['scenario']:<26} operator {r['operator_cpu_s']:.1f}, {parts}; "
+            f"machine busy {100 * r['machine_busy']:.0f}%"
         )
     print()
     print("API requests per task (all clients; watches are long-lived, so they barely show):")

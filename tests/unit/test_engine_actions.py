@@ -60,12 +60,13 @@ def test_retry_retires_the_failed_children_and_starts_them_again() -> None:
 
 def test_pod_gc_per_node_and_per_workflow() -> None:
     spec = wf_spec(["a", "b"], podGC={"strategy": "OnPodSuccess"})
-    d = drive(spec, {"a": done(pods_left=True), "b": done("Failed", pods_left=True)})
+    both = frozenset({"a", "b"})
+    d = drive(spec, {"a": done(), "b": done("Failed")}, pods_left=both)
     assert [a for a in d.actions if isinstance(a, CollectPods)] == [CollectPods("a")]
     spec = wf_spec(["a", "b"], podGC={"strategy": "OnWorkflowCompletion"})
-    live = drive(spec, {"a": done(pods_left=True), "b": ChildObservation(phase="Running", pods_left=True)})
+    live = drive(spec, {"a": done(), "b": ChildObservation(phase="Running")}, pods_left=both)
     assert not any(isinstance(a, CollectPods) for a in live.actions)
-    finished = drive(spec, {"a": done(pods_left=True), "b": done("Failed", pods_left=True)})
+    finished = drive(spec, {"a": done(), "b": done("Failed")}, pods_left=both)
     assert [a for a in finished.actions if isinstance(a, CollectPods)] == [CollectPods(None)]  # one request
     gone = drive(spec, {"a": done(), "b": done("Failed")})
     assert not any(isinstance(a, CollectPods) for a in gone.actions)  # nothing left: no request

@@ -32,6 +32,11 @@ def values_of(index: IndexView[T_co] | Mapping[Key, Iterable[T_co]] | None, key:
     return list(index[key])
 
 
+def has_values(index: IndexView[T_co] | None, key: Key) -> bool:
+    """Whether the index holds anything under `key` (without copying what it holds)."""
+    return index is not None and key in index and any(True for _ in index[key])
+
+
 class Bodies:
     """Keep the newest body known per key (a late watch event never replaces our own, newer patch
     response)."""

@@ -164,7 +164,7 @@ class ChildObservation:
 
     `reason`/`message`: for a failed child, why it failed; for a live one, why its pod waits (the
     child's `Waiting` condition: ErrImagePull, Unschedulable...), None while nothing holds it up.
-    `stopping`: the child was already told to stop; `pods_left`: it still has pods (pod GC)."""
+    `stopping`: the child was already told to stop."""
 
     phase: ChildPhase
     attempts: int = 0
@@ -177,7 +177,6 @@ class ChildObservation:
     outputs_error: str | None = None
     usage: dict[str, Any] | None = None
     stopping: bool = False
-    pods_left: bool = False
 
 
 def waiting_reason(status: dict[str, Any]) -> str | None:

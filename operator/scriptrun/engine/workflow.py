@@ -85,7 +85,8 @@ class WorkflowDecision:
 class WorkflowInputs:
     """Everything one decision reads. `observed`: the children the backend sees now, by node;
     `expected`: nodes whose child the backend created and does not see yet (a watch lags its own
-    creates; they count as running); `retry_round`: the retry the user asked for (`scriptrun retry`)."""
+    creates; they count as running); `retry_round`: the retry the user asked for (`scriptrun retry`);
+    `pods_left`: nodes whose child still has pods (what podGC may collect)."""
 
     plan: Plan
     spec: WorkflowSpec
@@ -98,6 +99,24 @@ class WorkflowInputs:
     generation: int = 0
     expected: frozenset[str] = frozenset()
     retry_round: int = 0
+    pods_left: frozenset[str] = frozenset()
+
+
+_SUMMARIES: dict[int, tuple[ChildObservation, TaskSummary]] = {}
+
+
+def _summary_of(obs: ChildObservation) -> TaskSummary:
+    """The summary of an observation, built once per observation object (a backend keeps the same
+    object until the child changes; a 1000-node workflow used to rebuild 1000 models a pass).
+    Callers never edit it in place."""
+    found = _SUMMARIES.get(id(obs))
+    if found is not None and found[0] is obs:
+        return found[1]
+    if len(_SUMMARIES) > 20_000:
+        _SUMMARIES.clear()
+    summary = _summary_from_child(obs)
+    _SUMMARIES[id(obs)] = (obs, summary)
+    return summary
 
 
 def _summary_from_child(obs: ChildObservation) -> TaskSummary:
@@ -212,10 +231,22 @@ def decide_workflow(
     generation: int = 0,
     expected: set[str] | frozenset[str] | None = None,
     retry_round: int = 0,
+    pods_left: frozenset[str] = frozenset(),
 ) -> WorkflowDecision:
     """The next status and actions (see `decide`)."""
     inputs = WorkflowInputs(
-        plan, spec, status, observed, now, name, namespace, uid, generation, frozenset(expected or ()), retry_round
+        plan,
+        spec,
+        status,
+        observed,
+        now,
+        name,
+        namespace,
+        uid,
+        generation,
+        frozenset(expected or ()),
+        retry_round,
+        pods_left,
     )
     return decide(inputs)
 
@@ -295,16 +326,19 @@ def _node_phases(inp: WorkflowInputs) -> _State:
         recorded = status.tasks.get(node_id)
         obs = inp.observed.get(node_id)
         if obs is not None:
-            summary = _summary_from_child(obs)
+            summary = _summary_of(obs)
             phase = NodePhase(obs.phase)
             if phase == NodePhase.SUCCEEDED:
                 declared = declared_outputs(plan.tasks[plan.nodes[node_id].task])
                 got = obs.outputs or {}
+                why = None
                 if obs.outputs_error:
-                    phase, summary.message = NodePhase.FAILED, f"OutputsTooLarge: {obs.outputs_error}"
+                    why = f"OutputsTooLarge: {obs.outputs_error}"
                 elif missing := [o for o in declared if o not in got]:
-                    phase, summary.message = NodePhase.FAILED, f"MissingOutput: the script wrote no {missing}"
-                summary.phase = phase
+                    why = f"MissingOutput: the script wrote no {missing}"
+                if why is not None:
+                    phase = NodePhase.FAILED
+                    summary = summary.model_copy(update={"phase": phase, "message": why})
                 state.outputs[node_id] = {k: got[k] for k in declared if k in got}
             state.phases[node_id] = phase
             state.summaries[node_id] = summary
@@ -390,8 +424,10 @@ class _Scheduler:
 
     def run(self) -> None:
         plan = self.plan
+        # only tasks with a node still to settle (in a wide DAG most are done or running)
+        open_main = [t for t in plan.main_tasks if any(self.unstarted(i) for i in plan.nodes_of[t])]
         for _round in range(2):  # a second pass lets nodes decided in the first (Skipped...) release others
-            for task in plan.main_tasks:
+            for task in open_main:
                 self.settle(task, exit_phase=False)
         if not all(self.task_done(t) for t in plan.main_tasks):
             return
@@ -542,7 +578,7 @@ def _collect_pods(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
     strategy = inp.spec.pod_gc.strategy
     phase = decision.status.phase
     retired = {a.node for a in decision.actions if isinstance(a, RetireNode)}
-    left = {node: child for node, child in inp.observed.items() if child.pods_left and node not in retired}
+    left = {node: child for node, child in inp.observed.items() if node in inp.pods_left and node not in retired}
     if not left:
         return
     if strategy in ("OnWorkflowCompletion", "OnWorkflowSuccess"):
