@@ -15,6 +15,7 @@ class OperatorConfig:
     monitor_pull_policy: str | None = None
     deadline_grace_seconds: float = 5.0
     resync_seconds: float = 60.0
+    workflow_status_interval_seconds: float = 1.0  # a running Workflow's status: at most one write this often
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -24,4 +25,5 @@ class OperatorConfig:
             monitor_pull_policy=os.environ.get("SCRIPTRUN_MONITOR_IMAGE_PULL_POLICY") or None,
             deadline_grace_seconds=float(os.environ.get("SCRIPTRUN_DEADLINE_GRACE_SECONDS", "5")),
             resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),
+            workflow_status_interval_seconds=float(os.environ.get("SCRIPTRUN_WORKFLOW_STATUS_INTERVAL_SECONDS", "1")),
         )

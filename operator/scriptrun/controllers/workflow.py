@@ -4,6 +4,7 @@ stores it, so the decision loop never waits for the PATCH."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from scriptrun.engine.workflow import (
 )
 from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, DeletePods, Emit, Operation, Patch, apply
-from scriptrun.model.workflow import WorkflowSpec, WorkflowStatus
+from scriptrun.model.workflow import WorkflowPhase, WorkflowSpec, WorkflowStatus
 
 log = logging.getLogger(__name__)
 KIND = "Workflow"
@@ -91,6 +92,7 @@ class WorkflowController:
         self._parsed: dict[tuple[str, int], tuple[WorkflowSpec, Plan | PlanError]] = {}
         self._desired: dict[Key, tuple[str | None, WorkflowStatus]] = {}  # (uid, latest decided status)
         self._written: dict[Key, tuple[WorkflowStatus | None, dict[str, Any]]] = {}  # last stored (model, dump)
+        self._last_write: dict[Key, float] = {}  # event-loop time of the last status write
         self.loop = KeyedLoop(self.reconcile, resync_seconds=config.resync_seconds)
         self.writer = KeyedLoop(self.write_status)
 
@@ -111,6 +113,7 @@ class WorkflowController:
             self.expected.pop(key, None)
             self._desired.pop(key, None)
             self._written.pop(key, None)
+            self._last_write.pop(key, None)
             self.writer.forget(key)
             self.loop.forget(key)
             return
@@ -276,9 +279,19 @@ class WorkflowController:
 
     async def write_status(self, key: Hashable) -> datetime | None:
         """The writer loop (one per workflow, coalescing): store the latest decided status, as one
-        merge patch against what was stored last."""
+        merge patch against what was stored last. A running workflow's status is written at most
+        once per `workflow_status_interval_seconds` (what changes meanwhile goes in the next
+        write); a final status goes at once. Measured: each write of a 100-task Workflow cost the
+        API server tens of milliseconds of CPU, the chain's bottleneck."""
         assert isinstance(key, tuple)
+        loop = asyncio.get_running_loop()
+        last = self._last_write.get(key)
         decided = self._desired.get(key)
+        if decided is not None and last is not None and not WorkflowPhase(decided[1].phase).terminal:
+            pause = last + self.config.workflow_status_interval_seconds - loop.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                decided = self._desired.get(key)
         body = self.bodies.get(key)
         if decided is None or body is None:
             return None
@@ -296,6 +309,7 @@ class WorkflowController:
             if outcome.body is None:  # deleted meanwhile
                 return None
             self.bodies.update(key, outcome.body)
+            self._last_write[key] = loop.time()
         self._written[key] = (decided[1], new)
         return None
 
