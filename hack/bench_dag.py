@@ -180,11 +180,13 @@ def bare_pod(name: str, ns: str) -> dict[str, Any]:
     }
 
 
-def wide_floor(cp: ControlPlane, ns: str, count: int = 200, concurrency: int = 20) -> float:
+def wide_floor(cp: ControlPlane, ns: str, count: int = 200, concurrency: int = 20) -> tuple[float, float]:
     """Seconds this cluster takes to run `count` bare pods (created `concurrency` at a time, as the
-    operator does) until all have Succeeded: what the cluster alone needs for scenario (a)."""
+    operator does) until all have Succeeded, and the cluster's CPU seconds meanwhile: what the
+    cluster alone needs for scenario (a)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    cpu0 = sum(process_cpu().values())
     start = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
         list(
@@ -195,7 +197,7 @@ def wide_floor(cp: ControlPlane, ns: str, count: int = 200, concurrency: int = 2
     while True:
         items = cp.request("GET", f"/api/v1/namespaces/{ns}/pods").get("items") or []
         if sum(1 for p in items if (p.get("status") or {}).get("phase") == "Succeeded") >= count:
-            return time.monotonic() - start
+            return time.monotonic() - start, sum(process_cpu().values()) - cpu0
         time.sleep(0.05)
 
 
@@ -234,7 +236,7 @@ def main() -> int:
     cp.kubectl("create", "namespace", "bench-floor")
     floor = pod_floor(cp, "bench-floor")
     cp.kubectl("create", "namespace", "bench-wide-floor")
-    wide = wide_floor(cp, "bench-wide-floor")
+    wide, wide_cpu = wide_floor(cp, "bench-wide-floor")
     try:
         for i, (label, tasks) in enumerate(scenarios().items()):
             if args.only and args.only not in label:
@@ -280,7 +282,17 @@ def main() -> int:
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    print(f"cluster floor, wide: 200 bare pods, 20 created at a time, until all Succeeded: {wide:.1f} s")
+    print(
+        f"cluster floor, wide: 200 bare pods, 20 created at a time, until all Succeeded: {wide:.1f} s, "
+        f"cluster CPU {1000 * wide_cpu / 200:.0f} ms a pod"
+    )
+    for r in rows:
+        cluster = sum(r["cluster_cpu_s"].values())
+        print(
+            f"  {r['scenario']:<26} cluster CPU {1000 * cluster / r['tasks']:.0f} ms a task, "
+            f"operator {1000 * r['operator_cpu_s'] / r['tasks']:.0f} ms a task: at 2 cores the machine "
+            f"needs at least {(cluster + r['operator_cpu_s']) / 2:.1f} s of the {r['makespan_s']:.1f} s"
+        )
     for key, limit in (("a", 4.0), ("b", 40.0)):
         if key in by:
             got = by[key]["makespan_s"]

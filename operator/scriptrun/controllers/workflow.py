@@ -153,7 +153,7 @@ class WorkflowController:
         await self._apply(key, body, plan, decision, before_status=True)
         await self._finish(key, body, status, decision)
         await self._apply(key, body, plan, decision, before_status=False)
-        if decision.status.phase in ("Succeeded", "Failed"):
+        if WorkflowPhase(decision.status.phase).terminal:
             return decision.wake_at
         return decision.wake_at or now + timedelta(seconds=self.config.resync_seconds)
 

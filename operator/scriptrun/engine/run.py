@@ -277,12 +277,12 @@ def _merge_attempts(
         prev = by_number.get(number)
         obs = observed.get(number)
         if prev is not None and prev.phase.terminal:
-            if obs is not None and obs.usage is not None and obs.state in ("Succeeded", "Failed"):
+            if obs is not None and obs.usage is not None and RunPhase(obs.state).terminal:
                 usage[number] = obs.usage
             continue
         if obs is not None:
             by_number[number] = _attempt_from(obs, prev)
-            if obs.state in ("Succeeded", "Failed"):
+            if RunPhase(obs.state).terminal:
                 usage[number] = obs.usage
         elif prev is not None and number not in expected:
             by_number[number] = _failed(prev, now, "PodDeleted", f"{prev.pod_name} disappeared before it finished")

@@ -126,7 +126,7 @@ def _summary_from_child(obs: ChildObservation) -> TaskSummary:
     start, end = clock.parse(obs.started), clock.parse(obs.finished)
     if start and end:
         duration = clock.human_duration((end - start).total_seconds())
-    waiting = obs.phase in ("Pending", "Running") and obs.reason is not None
+    waiting = not NodePhase(obs.phase).terminal and obs.reason is not None
     return TaskSummary(
         phase=obs.phase,
         attempts=obs.attempts or None,
@@ -342,7 +342,7 @@ def _node_phases(inp: WorkflowInputs) -> _State:
                 state.outputs[node_id] = {k: got[k] for k in declared if k in got}
             state.phases[node_id] = phase
             state.summaries[node_id] = summary
-        elif recorded is not None and recorded.phase in ("Running", "Pending") and node_id not in inp.expected:
+        elif recorded is not None and not NodePhase(recorded.phase).terminal and node_id not in inp.expected:
             state.phases[node_id] = NodePhase.FAILED
             state.summaries[node_id] = recorded.model_copy(
                 update={"phase": "Failed", "message": "ScriptRunDeleted: the child ScriptRun disappeared"}
@@ -593,7 +593,7 @@ def _collect_pods(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
 def _expire(inp: WorkflowInputs, decision: WorkflowDecision) -> None:
     """ttlStrategy: delete the finished workflow when due, else wake then."""
     ttl, status = inp.spec.ttl_strategy, decision.status
-    if ttl is None or status.phase not in ("Succeeded", "Failed"):
+    if ttl is None or not WorkflowPhase(status.phase).terminal:
         return
     seconds = ttl.seconds_after_success if status.phase == "Succeeded" else ttl.seconds_after_failure
     if seconds is None:
