@@ -220,9 +220,9 @@ class WorkflowController:
             pods_left=frozenset(pods_left),
         )
 
-    def _child_name(self, key: Key, node: str) -> str:
-        found = [c for c in values_of(self.children, key) if c.node == node and c.uid not in self.retired]
-        return found[0].name if found else names.child_name(key[1], node)
+    def _child_names(self, key: Key) -> dict[str, str]:
+        """node -> the name of its live child (as the index has it)."""
+        return {c.node: c.name for c in values_of(self.children, key) if c.uid not in self.retired}
 
     async def _apply(
         self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision, *, before_status: bool
@@ -234,6 +234,11 @@ class WorkflowController:
         expected = self.expected.setdefault(key, set())
         ops: list[Operation] = []
         late = (CollectPods, DeleteWorkflow)
+        child_names = self._child_names(key)
+
+        def child_name(node: str) -> str:
+            return child_names.get(node) or names.child_name(name, node)
+
         for action in decision.actions:  # in the engine's order: a retry's deletes before its creates
             if isinstance(action, late) == before_status:
                 continue
@@ -247,11 +252,11 @@ class WorkflowController:
                 case StartNode(node=node, template=template):
                     ops.append(Create(build_child(ref, task=plan.nodes[node].task, node=node, template=template)))
                 case StopNode(node=node):
-                    ops.append(Patch(CHILD_KIND, namespace, self._child_name(key, node), {"spec": {"terminate": True}}))
+                    ops.append(Patch(CHILD_KIND, namespace, child_name(node), {"spec": {"terminate": True}}))
                 case CollectPods(node=None):
                     ops.append(DeletePods(namespace, f"{names.LABEL_WORKFLOW}={names.label_value(name)}"))
                 case CollectPods(node=str(node)):
-                    selector = f"{names.LABEL_SCRIPTRUN}={names.label_value(self._child_name(key, node))}"
+                    selector = f"{names.LABEL_SCRIPTRUN}={names.label_value(child_name(node))}"
                     ops.append(DeletePods(namespace, selector))
                 case DeleteWorkflow():
                     log.info("TTL: deleting finished Workflow %s/%s", namespace, name)
