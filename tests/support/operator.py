@@ -20,11 +20,14 @@ class OperatorProcess:
         self.popen: subprocess.Popen[bytes] | None = None
         self.log = cluster.workdir / "operator.log"
         self.starts = 0
+        self.metrics_port = 0
 
     def start(self, timeout: float = 60) -> OperatorProcess:
         port = free_port()
+        self.metrics_port = free_port()
         env = {
             **self.cluster.env(),
+            "SCRIPTRUN_METRICS_PORT": str(self.metrics_port),
             "SCRIPTRUN_DEADLINE_GRACE_SECONDS": "1",
             "SCRIPTRUN_RESYNC_SECONDS": "15",
             "PYTHONUNBUFFERED": "1",
@@ -55,6 +58,11 @@ class OperatorProcess:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"operator not live after {timeout}s:\n{self.tail()}")
+
+    def scrape(self) -> str:
+        """The operator's Prometheus metrics, as text."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as in a crash or an OOM kill."""

@@ -27,3 +27,31 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     for f in FIELDS:
         if f.kind == "counter":
             assert f.metric.endswith("_total"), f.metric
+
+
+OPERATOR_DOC = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+
+
+def test_operator_metrics_table_is_the_catalogue() -> None:
+    from scriptrun.telemetry.catalogue import CATALOGUE
+
+    table = [line for line in OPERATOR_DOC.splitlines() if line.startswith("| `scriptrun_")]
+    expected = [
+        f"| `{m.name}` | {m.kind} | {m.unit or '-'} | {', '.join(f'`{lab}`' for lab in m.labels) or '-'} | {m.help} |"
+        for m in CATALOGUE
+    ]
+    assert table == expected
+
+
+def test_operator_metric_names_follow_prometheus_conventions() -> None:
+    from scriptrun.telemetry.catalogue import CATALOGUE
+    from scriptrun.telemetry.operator_metrics import OperatorMetrics
+
+    names = [m.name for m in CATALOGUE]
+    assert len(names) == len(set(names))
+    for m in CATALOGUE:
+        assert m.name.startswith("scriptrun_") and not m.name.startswith("scriptrun_run_")  # the sidecar's prefix
+        assert m.name.endswith("_total") == (m.kind == "counter"), m.name
+        assert "name" not in m.labels and "scriptrun" not in m.labels and "pod" not in m.labels  # bounded
+    exposed = {f.name for f in OperatorMetrics().registry.collect()}
+    assert {m.name.removesuffix("_total") for m in CATALOGUE} == exposed

@@ -50,6 +50,9 @@ class Bodies:
     def __contains__(self, key: object) -> bool:
         return key in self._bodies
 
+    def values(self) -> list[dict[str, Any]]:
+        return list(self._bodies.values())
+
     def forget(self, key: Key) -> None:
         self._bodies.pop(key, None)
 

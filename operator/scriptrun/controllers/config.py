@@ -16,6 +16,7 @@ class OperatorConfig:
     deadline_grace_seconds: float = 5.0
     resync_seconds: float = 60.0
     workflow_status_interval_seconds: float = 1.0  # a running Workflow's status: at most one write this often
+    metrics_port: int = 0  # where the operator serves Prometheus metrics (0: not served)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -26,4 +27,5 @@ class OperatorConfig:
             deadline_grace_seconds=float(os.environ.get("SCRIPTRUN_DEADLINE_GRACE_SECONDS", "5")),
             resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),
             workflow_status_interval_seconds=float(os.environ.get("SCRIPTRUN_WORKFLOW_STATUS_INTERVAL_SECONDS", "1")),
+            metrics_port=int(os.environ.get("SCRIPTRUN_METRICS_PORT", "0") or 0),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
 
@@ -19,11 +20,15 @@ from scriptrun.engine import clock
 log = logging.getLogger(__name__)
 
 ReconcileFn = Callable[[Hashable], Awaitable[datetime | None]]
+ObserveFn = Callable[[float, bool], None]  # (seconds, ok) of one reconcile: the metrics
 
 
 class KeyedLoop:
-    def __init__(self, reconcile: ReconcileFn, *, resync_seconds: float = 60.0) -> None:
+    def __init__(
+        self, reconcile: ReconcileFn, *, resync_seconds: float = 60.0, observe: ObserveFn | None = None
+    ) -> None:
         self._reconcile = reconcile
+        self._observe = observe
         self._resync = resync_seconds
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._wake: dict[Hashable, asyncio.Event] = {}
@@ -56,12 +61,17 @@ class KeyedLoop:
         failures = 0
         while True:
             event.clear()
+            start = time.perf_counter()
             try:
                 wake_at = await self._reconcile(key)
                 failures = 0
+                if self._observe is not None:
+                    self._observe(time.perf_counter() - start, True)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._observe is not None:
+                    self._observe(time.perf_counter() - start, False)
                 failures += 1
                 delay = min(60.0, 2.0 ** (failures - 1))
                 log.exception("reconcile of %s failed (retry in %.0fs)", key, delay)

@@ -32,6 +32,7 @@ from scriptrun.engine.run import (
 from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
+from scriptrun.telemetry.operator_metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 KIND = "ScriptRun"
@@ -89,16 +90,34 @@ def _status(body: dict[str, Any]) -> ScriptRunStatus:
 
 
 class ScriptRunController:
-    def __init__(self, kube: Kube, config: OperatorConfig, *, child_changed: ChildChangedFn) -> None:
+    def __init__(
+        self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics, *, child_changed: ChildChangedFn
+    ) -> None:
         self.kube = kube
         self.config = config
+        self.metrics = metrics
         self.child_changed = child_changed
         self.bodies = Bodies()
         self.expected: dict[Key, set[int]] = {}  # attempts created, not in the pods index yet
         self.pods: IndexView[dict[str, Any]] | None = None
         self._pod_signatures: dict[Key, tuple[Any, ...]] = {}
         self._child_seen: dict[Key, tuple[Any, ...]] = {}
-        self.loop = KeyedLoop(self.reconcile, resync_seconds=config.resync_seconds)
+        self.loop = KeyedLoop(
+            self.reconcile,
+            resync_seconds=config.resync_seconds,
+            observe=lambda seconds, ok: metrics.reconciled(KIND, seconds, ok),
+        )
+        metrics.count_objects(self._phases)
+
+    def _phases(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for body in self.bodies.values():
+            phase = str((body.get("status") or {}).get("phase") or "Pending")
+            counts[(KIND, phase)] = counts.get((KIND, phase), 0) + 1
+        return counts
+
+    async def _apply(self, ops: list[Operation]) -> list[Outcome]:
+        return await apply(self.kube, ops, self.metrics.applied)
 
     async def close(self) -> None:
         await self.loop.close()
@@ -176,13 +195,13 @@ class ScriptRunController:
         if inputs.blocked is None and fresh:
             inputs = replace(inputs, blocked=await self._check_inputs(key[0], spec))
         decision = decide_run(inputs)
-        outcomes = await apply(self.kube, self._operations(decision, body, spec))
+        outcomes = await self._apply(self._operations(decision, body, spec))
         again = await self._second_look(key, inputs, outcomes)
         if again is not None:
             decision = again
-            await apply(self.kube, self._operations(decision, body, spec))
+            await self._apply(self._operations(decision, body, spec))
         await self._write_status(key, body, inputs.status, decision)
-        await apply(self.kube, [Emit(body, e.type, e.reason, e.message) for e in decision.events])
+        await self._apply([Emit(body, e.type, e.reason, e.message) for e in decision.events])
         if decision.status.phase.terminal:
             return decision.wake_at
         return decision.wake_at or inputs.now + timedelta(seconds=self.config.resync_seconds)
@@ -297,9 +316,22 @@ class ScriptRunController:
         if not patch:
             return
         log.debug("run %s status -> %s", key[1], decision.status.phase.value)
-        (outcome,) = await apply(self.kube, [Patch(KIND, key[0], key[1], patch, status=True)])
+        (outcome,) = await self._apply([Patch(KIND, key[0], key[1], patch, status=True)])
         if outcome.body is None:
             return
         self.bodies.update(key, outcome.body)
+        self._count(key[0], before, decision.status)
         if "phase" in patch or waiting_reason(new) != waiting_reason(old):
             self._tell_parent(outcome.body)
+
+    def _count(self, namespace: str, before: ScriptRunStatus, after: ScriptRunStatus) -> None:
+        """The metrics of what this write recorded: a retry, the end of the run, its usage."""
+        if len(after.attempts) > len(before.attempts) and len(after.attempts) > 1:
+            self.metrics.retried(namespace, after.attempts[-2].reason or "Unknown")
+        if after.phase.terminal and not before.phase.terminal:
+            reason = next((c.reason for c in after.conditions if c.type == "Failed" and c.status == "True"), None)
+            begin, end = clock.parse(after.start_time), clock.parse(after.completion_time)
+            seconds = (end - begin).total_seconds() if begin and end else None
+            self.metrics.finished(KIND, namespace, after.phase.value, reason or after.phase.value, seconds)
+        if after.usage and not before.usage and after.phase.terminal:
+            self.metrics.used(namespace, after.usage)

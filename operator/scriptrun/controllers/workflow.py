@@ -35,8 +35,9 @@ from scriptrun.engine.workflow import (
     invalid_workflow,
 )
 from scriptrun.k8s.api import Kube
-from scriptrun.k8s.apply import Create, Delete, DeletePods, Emit, Operation, Patch, apply
+from scriptrun.k8s.apply import Create, Delete, DeletePods, Emit, Operation, Outcome, Patch, apply
 from scriptrun.model.workflow import WorkflowPhase, WorkflowSpec, WorkflowStatus
+from scriptrun.telemetry.operator_metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 KIND = "Workflow"
@@ -80,9 +81,12 @@ def child_record(body: dict[str, Any]) -> tuple[Key, ChildRecord] | None:
 
 
 class WorkflowController:
-    def __init__(self, kube: Kube, config: OperatorConfig, *, child_created: ChildCreatedFn) -> None:
+    def __init__(
+        self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics, *, child_created: ChildCreatedFn
+    ) -> None:
         self.kube = kube
         self.config = config
+        self.metrics = metrics
         self.child_created = child_created
         self.bodies = Bodies()
         self.expected: dict[Key, set[str]] = {}  # nodes whose child we created and have not seen yet
@@ -93,8 +97,26 @@ class WorkflowController:
         self._desired: dict[Key, tuple[str | None, WorkflowStatus]] = {}  # (uid, latest decided status)
         self._written: dict[Key, tuple[WorkflowStatus | None, dict[str, Any]]] = {}  # last stored (model, dump)
         self._last_write: dict[Key, float] = {}  # event-loop time of the last status write
-        self.loop = KeyedLoop(self.reconcile, resync_seconds=config.resync_seconds)
+        self.loop = KeyedLoop(
+            self.reconcile,
+            resync_seconds=config.resync_seconds,
+            observe=lambda seconds, ok: metrics.reconciled(KIND, seconds, ok),
+        )
         self.writer = KeyedLoop(self.write_status)
+        metrics.count_objects(self._phases)
+
+    def _phases(self) -> dict[tuple[str, str], int]:
+        """Workflows by phase as last decided (the stored phase until the first decision)."""
+        counts: dict[tuple[str, str], int] = {}
+        for body in self.bodies.values():
+            meta = body.get("metadata", {})
+            decided = self._desired.get((str(meta.get("namespace")), str(meta.get("name"))))
+            phase = str((decided[1].phase if decided else (body.get("status") or {}).get("phase")) or "Pending")
+            counts[(KIND, phase)] = counts.get((KIND, phase), 0) + 1
+        return counts
+
+    async def _apply_ops(self, ops: list[Operation]) -> list[Outcome]:
+        return await apply(self.kube, ops, self.metrics.applied)
 
     async def close(self) -> None:
         await self.loop.close()
@@ -261,7 +283,7 @@ class WorkflowController:
                 case DeleteWorkflow():
                     log.info("TTL: deleting finished Workflow %s/%s", namespace, name)
                     ops.append(Delete(KIND, namespace, name))
-        for outcome in await apply(self.kube, ops):
+        for outcome in await self._apply_ops(ops):
             op = outcome.op
             if not isinstance(op, Create):
                 continue
@@ -280,7 +302,13 @@ class WorkflowController:
         if not (key in self._desired and before == decision.status):
             self._desired[key] = (body["metadata"].get("uid"), decision.status)
             self.writer.kick(key)
-        await apply(self.kube, [Emit(body, e.type, e.reason, e.message) for e in decision.events])
+        after = decision.status
+        if WorkflowPhase(after.phase).terminal and not WorkflowPhase(before.phase).terminal:
+            reason = next((c.reason for c in after.conditions if c.type == "Completed"), None) or after.phase
+            begin, end = clock.parse(after.started_at), clock.parse(after.finished_at)
+            seconds = (end - begin).total_seconds() if begin and end else None
+            self.metrics.finished(KIND, key[0], str(after.phase), str(reason), seconds)
+        await self._apply_ops([Emit(body, e.type, e.reason, e.message) for e in decision.events])
 
     async def write_status(self, key: Hashable) -> datetime | None:
         """The writer loop (one per workflow, coalescing): store the latest decided status, as one
@@ -310,7 +338,7 @@ class WorkflowController:
         new = dump_status(decided[1], written)
         patch = merge_patch(written[1], new)
         if patch:
-            (outcome,) = await apply(self.kube, [Patch(KIND, key[0], key[1], patch, status=True)])
+            (outcome,) = await self._apply_ops([Patch(KIND, key[0], key[1], patch, status=True)])
             if outcome.body is None:  # deleted meanwhile
                 return None
             self.bodies.update(key, outcome.body)

@@ -14,6 +14,7 @@ from scriptrun.controllers.scriptrun import ScriptRunController
 from scriptrun.controllers.workflow import WorkflowController
 from scriptrun.k8s.api import Kube, load_config
 from scriptrun.k8s.credentials import Credentials, CredentialsError
+from scriptrun.telemetry.operator_metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         assert runs is not None
         runs.adopt(key, body)
 
-    workflows = WorkflowController(kube, config, child_created=child_created)
-    runs = ScriptRunController(kube, config, child_changed=workflows.child_changed)
+    metrics = OperatorMetrics()
+    workflows = WorkflowController(kube, config, metrics, child_created=child_created)
+    runs = ScriptRunController(kube, config, metrics, child_changed=workflows.child_changed)
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+        log.info("operator metrics on port %d", config.metrics_port)
     memo.runs, memo.workflows, memo.kube = runs, workflows, kube
     log.info("scriptrun operator started (default image %s)", config.default_image)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +78,38 @@ class Outcome:
     refused: ApiError | None = None
 
 
-async def _one(kube: Kube, op: Operation) -> Outcome:
+Record = Callable[[str, str, str, float], None]  # (operation, object kind, result, seconds)
+
+
+def _object_kind(op: Operation) -> str:
+    match op:
+        case Create(obj=obj):
+            return str(obj.get("kind"))
+        case Delete(kind=kind) | Patch(kind=kind):
+            return kind
+        case DeletePods():
+            return "Pod"
+    return "Event"
+
+
+def _result(outcome: Outcome) -> str:
+    return "refused" if outcome.refused is not None else "exists" if outcome.exists else "ok"
+
+
+async def _one(kube: Kube, op: Operation, record: Record | None = None) -> Outcome:
+    if record is None:
+        return await _do(kube, op)
+    start = time.perf_counter()
+    try:
+        outcome = await _do(kube, op)
+    except Exception:
+        record(type(op).__name__, _object_kind(op), "error", time.perf_counter() - start)
+        raise
+    record(type(op).__name__, _object_kind(op), _result(outcome), time.perf_counter() - start)
+    return outcome
+
+
+async def _do(kube: Kube, op: Operation) -> Outcome:
     try:
         match op:
             case Create(obj=obj):
@@ -108,16 +141,17 @@ async def _one(kube: Kube, op: Operation) -> Outcome:
     return Outcome(op)
 
 
-async def apply(kube: Kube, ops: list[Operation]) -> list[Outcome]:
+async def apply(kube: Kube, ops: list[Operation], record: Record | None = None) -> list[Outcome]:
     """Carry out `ops` in order; a run of consecutive creates goes concurrently (bounded). Refusals
     come back as outcomes; other errors (the API server unreachable) propagate, and the caller's
-    loop backs off and decides again from what it then observes."""
+    loop backs off and decides again from what it then observes. `record` is told of each
+    operation (the metrics)."""
     outcomes: list[Outcome] = []
     gate = asyncio.Semaphore(CREATE_CONCURRENCY)
 
     async def bounded(op: Operation) -> Outcome:
         async with gate:
-            return await _one(kube, op)
+            return await _one(kube, op, record)
 
     i = 0
     while i < len(ops):
@@ -128,6 +162,6 @@ async def apply(kube: Kube, ops: list[Operation]) -> list[Outcome]:
             outcomes.extend(await asyncio.gather(*(bounded(op) for op in ops[i:j])))
         else:
             j = i + 1
-            outcomes.append(await _one(kube, ops[i]))
+            outcomes.append(await _one(kube, ops[i], record))
         i = j
     return outcomes

@@ -1,0 +1,89 @@
+"""The operator's Prometheus metrics, built from the catalogue (`telemetry.catalogue`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scriptrun.telemetry import catalogue as c
+
+ObjectCounts = Callable[[], Mapping[tuple[str, str], int]]  # (kind, phase) -> how many
+
+
+def _counter(spec: c.MetricSpec, registry: CollectorRegistry) -> Counter:
+    return Counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
+
+
+def _histogram(spec: c.MetricSpec, registry: CollectorRegistry) -> Histogram:
+    return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+
+
+class _Objects(Collector):
+    """scriptrun_objects, read from the controllers at scrape time (nothing to keep in step)."""
+
+    def __init__(self) -> None:
+        self.sources: list[ObjectCounts] = []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(c.OBJECTS.name, c.OBJECTS.help, labels=c.OBJECTS.labels)
+        for source in self.sources:
+            for (kind, phase), count in sorted(source().items()):
+                family.add_metric([kind, phase], count)
+        yield family
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._reconciles = _counter(c.RECONCILES, r)
+        self._reconcile_seconds = _histogram(c.RECONCILE_SECONDS, r)
+        self._actions = _counter(c.ACTIONS, r)
+        self._action_seconds = _histogram(c.ACTION_SECONDS, r)
+        self._finished = _counter(c.FINISHED, r)
+        self._duration = _histogram(c.DURATION, r)
+        self._retries = _counter(c.RETRIES, r)
+        self._used_cpu = _counter(c.USED_CPU, r)
+        self._peak_memory = _histogram(c.PEAK_MEMORY, r)
+        self._objects = _Objects()
+        r.register(self._objects)
+
+    def count_objects(self, source: ObjectCounts) -> None:
+        self._objects.sources.append(source)
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    # --- what the controllers and the apply step record ----------------------------------------
+
+    def reconciled(self, kind: str, seconds: float, ok: bool) -> None:
+        self._reconciles.labels(kind, "ok" if ok else "error").inc()
+        self._reconcile_seconds.labels(kind).observe(seconds)
+
+    def applied(self, operation: str, obj: str, result: str, seconds: float) -> None:
+        self._actions.labels(operation, obj, result).inc()
+        self._action_seconds.labels(operation, obj).observe(seconds)
+
+    def retried(self, namespace: str, reason: str) -> None:
+        self._retries.labels(namespace, reason).inc()
+
+    def finished(self, kind: str, namespace: str, phase: str, reason: str, seconds: float | None) -> None:
+        """A run or workflow reached a final phase."""
+        self._finished.labels(kind, namespace, phase, reason).inc()
+        if seconds is not None:
+            self._duration.labels(kind, namespace).observe(max(0.0, seconds))
+
+    def used(self, namespace: str, usage: Mapping[str, Any]) -> None:
+        """A finished run's usage summary (the monitor's), once it is in its status."""
+        if not usage.get("available", True):
+            return
+        cpu = float(usage.get("userTimeSeconds") or 0) + float(usage.get("systemTimeSeconds") or 0)
+        if cpu > 0:
+            self._used_cpu.labels(namespace).inc(cpu)
+        peak = usage.get("memoryMaxMb")
+        if isinstance(peak, int | float) and peak > 0:
+            self._peak_memory.labels(namespace).observe(float(peak) * 1024 * 1024)
