@@ -86,6 +86,15 @@ def request_counts(cp: ControlPlane) -> Counter[tuple[str, str]]:
     return counts
 
 
+def operator_series(op: OperatorProcess) -> int:
+    """How many series the operator's own metrics endpoint exposes now (-1: not served)."""
+    try:
+        text = op.scrape()
+    except OSError:
+        return -1
+    return sum(len(family.samples) for family in text_string_to_metric_families(text))
+
+
 def task(name: str, deps: list[str] | None = None) -> dict[str, Any]:
     t: dict[str, Any] = {"name": name, "script": {"source": "print(1)"}}
     if deps:
@@ -154,6 +163,7 @@ def run(
         "requests_per_task": per_task,
         "writes_per_task": sum(v for k, v in per_task.items() if k.split()[0] in WRITE_VERBS),
         "cluster_cpu_s": dict(sorted(cluster.items(), key=lambda kv: -kv[1])),
+        "operator_series": operator_series(op),
         "machine_busy": (busy1 - busy0) / max(total1 - total0, 1e-9),
     }
 
@@ -308,6 +318,12 @@ def main() -> int:
         cpu_ms = 1000 * r["operator_cpu_s"] / r["tasks"]
         print(f"target operator CPU <= 10 ms a task, {r['scenario']}: {cpu_ms:.1f} ms ({verdict(cpu_ms <= 10)})")
     print(f"target operator RSS < 250 MiB: peak {hwm:.0f} MiB ({verdict(hwm < 250)})")
+    finished = 0
+    for r in rows:
+        finished += r["tasks"]
+        print(
+            f"operator metrics after {r['scenario']} ({finished} runs finished so far): {r['operator_series']} series"
+        )
     return 0
 
 
