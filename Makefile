@@ -38,6 +38,7 @@ bins:
 
 crds: venv
 	$(BIN)/scriptrun crds --write crds --write charts/scriptrun/crds
+	$(BIN)/python -m scriptrun.telemetry.alerts > charts/scriptrun/files/alerts.yaml
 
 run: venv
 	$(BIN)/scriptrun run examples/etl-workflow.yaml

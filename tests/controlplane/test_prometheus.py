@@ -1,0 +1,151 @@
+"""The operator's alerting rules against real tools: Debian's `promtool check rules`, and Debian's
+`prometheus` scraping the real operator during a workflow, with the rules loaded and every series a
+rule reads present (or listed as expected-empty, with the reason)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scriptrun.telemetry.alerts import ALERTS, OPERATOR_JOB, render
+from tests.support.controlplane import ControlPlane, _die_with_parent, free_port
+from tests.support.kube import Kube
+from tests.support.operator import OperatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "charts" / "scriptrun" / "files" / "alerts.yaml"
+EXIT = "test.scriptrun.dev/exit-code"  # kwok ends the pod with this exit code
+
+
+def _tools() -> tuple[str, str]:
+    """Debian's prometheus and promtool, installed if missing (as root)."""
+    if not (shutil.which("prometheus") and shutil.which("promtool")):
+        if os.geteuid() != 0:
+            pytest.skip("Prometheus tests need Debian's prometheus package: run as root to install it")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env, timeout=600)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=900,
+        )
+    return str(shutil.which("prometheus")), str(shutil.which("promtool"))
+
+
+@pytest.fixture(scope="module")
+def prometheus(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
+    binary, _ = _tools()
+    workdir = cluster.workdir / "prometheus"
+    workdir.mkdir(exist_ok=True)
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
+            {"job_name": OPERATOR_JOB, "static_configs": [{"targets": [f"127.0.0.1:{operator.metrics_port}"]}]}
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(json.dumps(config))
+    log = (workdir / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise TimeoutError((workdir / "prometheus.log").read_text()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def api(url: str, path: str, **params: str) -> Any:
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(f"{url}/api/v1/{path}{query}", timeout=10) as resp:
+        body = json.loads(resp.read())
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def test_the_rule_file_is_generated_and_passes_promtool() -> None:
+    assert RULES.read_text() == render(), "charts/scriptrun/files/alerts.yaml is stale: run make crds"
+    _, promtool = _tools()
+    proc = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in proc.stdout
+
+
+def test_prometheus_scrapes_the_operator_and_every_rule_has_its_data(kube: Kube, prometheus: str) -> None:
+    tasks = [
+        {"name": "ok", "script": {"source": "print(1)"}, "podMetadata": {"annotations": {EXIT: "0"}}},
+        {"name": "bad", "script": {"source": "print(1)"}, "podMetadata": {"annotations": {EXIT: "1"}}},
+    ]
+    kube.apply(
+        {
+            "apiVersion": "scriptrun.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": "observed"},
+            "spec": {"tasks": tasks},
+        }
+    )
+    kube.wait(
+        "workflow failed",
+        lambda: ((kube.get("workflow", "observed") or {}).get("status") or {}).get("phase") == "Failed",
+    )
+    ns = kube.ns
+
+    def scraped_the_end() -> bool:
+        done = api(prometheus, "query", query=f'scriptrun_finished_total{{kind="Workflow",namespace="{ns}"}}')
+        return bool(done["result"])
+
+    kube.wait("Prometheus scraped the finished workflow", scraped_the_end, timeout=30)
+    empty = []
+    for alert in ALERTS:
+        result = api(prometheus, "query", query=alert.data)["result"]
+        if alert.expected_empty:
+            empty.append(alert.name)
+            continue
+        assert result, f"{alert.name}: no data for {alert.data}"
+    assert empty == ["ScriptrunRunNearMemoryLimit"]  # listed with its reason in scriptrun.telemetry.alerts
+    # the rules are loaded and evaluate without errors
+    groups = api(prometheus, "rules")["groups"]
+    rules = {r["name"]: r for g in groups for r in g["rules"]}
+    assert set(rules) == {a.name for a in ALERTS}
+
+    def evaluated() -> bool:
+        now = api(prometheus, "rules")["groups"]
+        return all(r.get("health") == "ok" for g in now for r in g["rules"])
+
+    kube.wait("rules evaluated without errors", evaluated, timeout=30)
+    # a real operator's up series, and no alert about it
+    up = api(prometheus, "query", query=f'up{{job="{OPERATOR_JOB}"}}')["result"]
+    assert up and up[0]["value"][1] == "1"
