@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -32,6 +33,14 @@ def values_of(index: IndexView[T_co] | Mapping[Key, Iterable[T_co]] | None, key:
     return list(index[key])
 
 
+def owner_ref(body: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The controller owner reference of `kind` on `body`, if any."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == kind and ref.get("controller"):
+            return dict(ref)
+    return None
+
+
 def has_values(index: IndexView[T_co] | None, key: Key) -> bool:
     """Whether the index holds anything under `key` (without copying what it holds)."""
     return index is not None and key in index and any(True for _ in index[key])
@@ -50,8 +59,14 @@ class Bodies:
     def __contains__(self, key: object) -> bool:
         return key in self._bodies
 
-    def values(self) -> list[dict[str, Any]]:
-        return list(self._bodies.values())
+    def count_phases(self, kind: str, decided: Mapping[str, str] | None = None) -> Counter[tuple[str, str]]:
+        """(kind, phase) -> how many objects (for the metrics); `decided`: a newer phase by uid."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for body in self._bodies.values():
+            uid = str(body.get("metadata", {}).get("uid"))
+            phase = (decided or {}).get(uid) or (body.get("status") or {}).get("phase") or "Pending"
+            counts[(kind, str(phase))] += 1
+        return counts
 
     def forget(self, key: Key) -> None:
         self._bodies.pop(key, None)

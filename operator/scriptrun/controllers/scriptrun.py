@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from scriptrun.build import names
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
-from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, values_of
+from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import clock
@@ -39,13 +40,6 @@ KIND = "ScriptRun"
 
 
 ChildChangedFn = Callable[[ChildChanged], None]
-
-
-def owner_ref(body: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == kind and ref.get("controller"):
-            return dict(ref)
-    return None
 
 
 def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
@@ -109,12 +103,8 @@ class ScriptRunController:
         )
         metrics.count_objects(self._phases)
 
-    def _phases(self) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        for body in self.bodies.values():
-            phase = str((body.get("status") or {}).get("phase") or "Pending")
-            counts[(KIND, phase)] = counts.get((KIND, phase), 0) + 1
-        return counts
+    def _phases(self) -> Counter[tuple[str, str]]:
+        return self.bodies.count_phases(KIND)
 
     async def _apply(self, ops: list[Operation]) -> list[Outcome]:
         return await apply(self.kube, ops, self.metrics.applied)

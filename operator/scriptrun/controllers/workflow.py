@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from scriptrun.build import names
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.workflow import WorkflowRef, build_child
-from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, has_values, values_of
+from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, has_values, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import clock
@@ -62,10 +63,7 @@ ChildCreatedFn = Callable[[Key, dict[str, Any]], None]
 def child_record(body: dict[str, Any]) -> tuple[Key, ChildRecord] | None:
     """The workflow key and record of a child ScriptRun (None for a run no Workflow controls)."""
     meta = body.get("metadata", {})
-    owner = next(
-        (r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND and r.get("controller")),
-        None,
-    )
+    owner = owner_ref(body, KIND)
     node = (meta.get("labels") or {}).get(names.LABEL_NODE)
     if owner is None or not meta.get("namespace") or not node:
         return None
@@ -105,15 +103,10 @@ class WorkflowController:
         self.writer = KeyedLoop(self.write_status)
         metrics.count_objects(self._phases)
 
-    def _phases(self) -> dict[tuple[str, str], int]:
+    def _phases(self) -> Counter[tuple[str, str]]:
         """Workflows by phase as last decided (the stored phase until the first decision)."""
-        counts: dict[tuple[str, str], int] = {}
-        for body in self.bodies.values():
-            meta = body.get("metadata", {})
-            decided = self._desired.get((str(meta.get("namespace")), str(meta.get("name"))))
-            phase = str((decided[1].phase if decided else (body.get("status") or {}).get("phase")) or "Pending")
-            counts[(KIND, phase)] = counts.get((KIND, phase), 0) + 1
-        return counts
+        decided = {str(uid): str(status.phase) for uid, status in self._desired.values()}
+        return self.bodies.count_phases(KIND, decided)
 
     async def _apply_ops(self, ops: list[Operation]) -> list[Outcome]:
         return await apply(self.kube, ops, self.metrics.applied)
@@ -172,9 +165,10 @@ class WorkflowController:
         if inputs.retry_round > (status.retry_round or 0):
             log.info("%s/%s: retry %d requested (phase %s)", key[0], key[1], inputs.retry_round, status.phase)
         decision = decide(inputs)
-        await self._apply(key, body, plan, decision, before_status=True)
+        early, late = self._operations(key, body, plan, decision)
+        await self._apply(key, early, decision)
         await self._finish(key, body, status, decision)
-        await self._apply(key, body, plan, decision, before_status=False)
+        await self._apply(key, late, decision)
         if WorkflowPhase(decision.status.phase).terminal:
             return decision.wake_at
         return decision.wake_at or now + timedelta(seconds=self.config.resync_seconds)
@@ -246,43 +240,47 @@ class WorkflowController:
         """node -> the name of its live child (as the index has it)."""
         return {c.node: c.name for c in values_of(self.children, key) if c.uid not in self.retired}
 
-    async def _apply(
-        self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision, *, before_status: bool
-    ) -> None:
-        """The children first (retire, create, stop: the status written next records them), then,
-        once the status is on its way, what may lag (pod GC, the TTL)."""
+    def _operations(
+        self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision
+    ) -> tuple[list[Operation], list[Operation]]:
+        """The decision's actions as API operations, in two lists: the children first (retire,
+        create, stop: the status written next records them), then what may lag the status (pod
+        GC, the TTL). Kept in the engine's order: a retry's deletes before its creates."""
         namespace, name = key
         ref = WorkflowRef(name, namespace, body["metadata"]["uid"])
-        expected = self.expected.setdefault(key, set())
-        ops: list[Operation] = []
-        late = (CollectPods, DeleteWorkflow)
-        child_names = self._child_names(key)
+        live = [c for c in values_of(self.children, key) if c.uid not in self.retired]
+        child_names = {c.node: c.name for c in live}
 
         def child_name(node: str) -> str:
             return child_names.get(node) or names.child_name(name, node)
 
-        for action in decision.actions:  # in the engine's order: a retry's deletes before its creates
-            if isinstance(action, late) == before_status:
-                continue
+        early: list[Operation] = []
+        late: list[Operation] = []
+        for action in decision.actions:
             match action:
                 case RetireNode(node=node):
-                    for child in values_of(self.children, key):
-                        if child.node == node and child.uid not in self.retired:
+                    for child in live:
+                        if child.node == node:
                             self.retired.add(child.uid)
-                            ops.append(Delete(CHILD_KIND, namespace, child.name))
-                    expected.discard(node)
+                            early.append(Delete(CHILD_KIND, namespace, child.name))
+                    self.expected.setdefault(key, set()).discard(node)
                 case StartNode(node=node, template=template):
-                    ops.append(Create(build_child(ref, task=plan.nodes[node].task, node=node, template=template)))
+                    early.append(Create(build_child(ref, task=plan.nodes[node].task, node=node, template=template)))
                 case StopNode(node=node):
-                    ops.append(Patch(CHILD_KIND, namespace, child_name(node), {"spec": {"terminate": True}}))
+                    early.append(Patch(CHILD_KIND, namespace, child_name(node), {"spec": {"terminate": True}}))
                 case CollectPods(node=None):
-                    ops.append(DeletePods(namespace, f"{names.LABEL_WORKFLOW}={names.label_value(name)}"))
+                    late.append(DeletePods(namespace, f"{names.LABEL_WORKFLOW}={names.label_value(name)}"))
                 case CollectPods(node=str(node)):
-                    selector = f"{names.LABEL_SCRIPTRUN}={names.label_value(child_name(node))}"
-                    ops.append(DeletePods(namespace, selector))
+                    late.append(DeletePods(namespace, f"{names.LABEL_SCRIPTRUN}={names.label_value(child_name(node))}"))
                 case DeleteWorkflow():
                     log.info("TTL: deleting finished Workflow %s/%s", namespace, name)
-                    ops.append(Delete(KIND, namespace, name))
+                    late.append(Delete(KIND, namespace, name))
+        return early, late
+
+    async def _apply(self, key: Key, ops: list[Operation], decision: WorkflowDecision) -> None:
+        """Carry out `ops`; created children are expected (and handed to the ScriptRun controller),
+        refused ones become a Warning Event."""
+        expected = self.expected.setdefault(key, set())
         for outcome in await self._apply_ops(ops):
             op = outcome.op
             if not isinstance(op, Create):
@@ -295,7 +293,7 @@ class WorkflowController:
                 continue
             expected.add(node)
             if outcome.body is not None:
-                self.child_created((namespace, child_meta["name"]), outcome.body)
+                self.child_created((key[0], child_meta["name"]), outcome.body)
 
     async def _finish(self, key: Key, body: dict[str, Any], before: WorkflowStatus, decision: WorkflowDecision) -> None:
         """Hand the new status to the background writer; post the decision's Events."""
