@@ -42,6 +42,7 @@ def script_configmap_name(run: str) -> str:
 LABEL_NODE = f"{API_GROUP}/node"
 ANNOTATION_RETRY = f"{API_GROUP}/retry"
 ANNOTATION_SCRIPT = f"{API_GROUP}/script"  # an inline script, for the pod's downward-API volume
+ANNOTATION_TRACEPARENT = f"{API_GROUP}/traceparent"  # the parent span of a Workflow's or ScriptRun's (W3C)
 
 
 def child_name(workflow: str, node: str) -> str:

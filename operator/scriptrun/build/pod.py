@@ -9,6 +9,7 @@ from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
 from scriptrun.build import names
 from scriptrun.engine.observe import MAIN_CONTAINER, MONITOR_CONTAINER
 from scriptrun.model.contract import (
+    ENV_TRACEPARENT,
     LAUNCHER_FILE,
     OUTPUTS_DIR,
     PID_FILE,
@@ -45,6 +46,7 @@ class PodInputs:
     monitor_image: str = DEFAULT_MONITOR_IMAGE  # an operator setting: the run's image may lack scriptrun
     monitor_pull_policy: str | None = None
     extra_labels: tuple[tuple[str, str], ...] = ()
+    traceparent: str | None = None  # tracing on: the attempt span's, for both containers (TRACEPARENT)
 
 
 def script_path(spec: RunTemplate) -> str:
@@ -99,9 +101,15 @@ def main_command(spec: RunTemplate, monitored: bool) -> list[str]:
     return ["python3", LAUNCHER, RUN_DIR, "--", *command] if monitored else command
 
 
-def _main_container(spec: RunTemplate, image: str, monitored: bool, attempt: int) -> dict[str, Any]:
+def _trace_env(inputs: PodInputs) -> list[dict[str, Any]]:
+    return [{"name": ENV_TRACEPARENT, "value": inputs.traceparent}] if inputs.traceparent else []
+
+
+def _main_container(inputs: PodInputs, image: str, monitored: bool) -> dict[str, Any]:
+    spec = inputs.spec
     command = main_command(spec, monitored)
-    env: list[dict[str, Any]] = _env_list(script_env(outputs_dir=OUTPUTS_DIR, attempt=attempt))
+    env: list[dict[str, Any]] = _env_list(script_env(outputs_dir=OUTPUTS_DIR, attempt=inputs.attempt))
+    env += _trace_env(inputs)
     env += [e.dump() for e in spec.env or []]
     container: dict[str, Any] = {
         "name": MAIN_CONTAINER,
@@ -153,7 +161,8 @@ def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str
                 workflow=labels.get(names.LABEL_WORKFLOW, ""),
                 task=labels.get(names.LABEL_TASK, ""),
             )
-        ),
+        )
+        + _trace_env(inputs),
         "ports": [{"name": "metrics", "containerPort": monitor.port, "protocol": "TCP"}],
         # the monitor installs the launcher before it serves: the main container waits for this
         "startupProbe": {
@@ -202,7 +211,7 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
         "restartPolicy": "Never",
         "automountServiceAccountToken": bool(spec.automount_service_account_token),
         "enableServiceLinks": False,
-        "containers": [_main_container(spec, image, monitor.enabled, inputs.attempt)],
+        "containers": [_main_container(inputs, image, monitor.enabled)],
         "volumes": volumes,
     }
     if monitor.enabled:

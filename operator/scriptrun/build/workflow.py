@@ -24,9 +24,12 @@ def child_labels(wf: WorkflowRef, task: str, node: str) -> dict[str, str]:
     }
 
 
-def build_child(wf: WorkflowRef, *, task: str, node: str, template: RunTemplate) -> dict[str, Any]:
+def build_child(
+    wf: WorkflowRef, *, task: str, node: str, template: RunTemplate, traceparent: str | None = None
+) -> dict[str, Any]:
+    """`traceparent`: tracing on, the Workflow's span (the child's span is a child of it)."""
     spec = template.dump()
-    return {
+    child: dict[str, Any] = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": "ScriptRun",
         "metadata": {
@@ -37,3 +40,6 @@ def build_child(wf: WorkflowRef, *, task: str, node: str, template: RunTemplate)
         },
         "spec": spec,
     }
+    if traceparent:
+        child["metadata"]["annotations"] = {names.ANNOTATION_TRACEPARENT: traceparent}
+    return child

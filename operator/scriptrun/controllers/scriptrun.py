@@ -34,6 +34,9 @@ from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
 from scriptrun.telemetry.operator_metrics import OperatorMetrics
+from scriptrun.telemetry.spans import api_span, run_spans
+from scriptrun.telemetry.trace_context import ObjectTrace, attempt_context
+from scriptrun.telemetry.tracing import NO_TRACING, NoTracing, Tracing
 
 log = logging.getLogger(__name__)
 KIND = "ScriptRun"
@@ -85,11 +88,19 @@ def _status(body: dict[str, Any]) -> ScriptRunStatus:
 
 class ScriptRunController:
     def __init__(
-        self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics, *, child_changed: ChildChangedFn
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        metrics: OperatorMetrics,
+        *,
+        child_changed: ChildChangedFn,
+        tracing: Tracing | NoTracing = NO_TRACING,
     ) -> None:
         self.kube = kube
         self.config = config
         self.metrics = metrics
+        self.tracing = tracing
+        self._traces: dict[Key, tuple[str, ObjectTrace | None]] = {}  # key -> (uid, its span)
         self.child_changed = child_changed
         self.bodies = Bodies()
         self.expected: dict[Key, set[int]] = {}  # attempts created, not in the pods index yet
@@ -146,6 +157,7 @@ class ScriptRunController:
             self.bodies.forget(key)
             self.expected.pop(key, None)
             self._child_seen.pop(key, None)
+            self._traces.pop(key, None)
             self.loop.forget(key)
             self._tell_parent(body)
             return
@@ -185,12 +197,14 @@ class ScriptRunController:
         if inputs.blocked is None and fresh:
             inputs = replace(inputs, blocked=await self._check_inputs(key[0], spec))
         decision = decide_run(inputs)
-        outcomes = await self._apply(self._operations(decision, body, spec))
+        trace = self._trace(key, body)
+        outcomes = await self._apply(self._operations(decision, body, spec, trace))
         again = await self._second_look(key, inputs, outcomes)
         if again is not None:
             decision = again
-            await self._apply(self._operations(decision, body, spec))
-        await self._write_status(key, body, inputs.status, decision)
+            outcomes = await self._apply(self._operations(decision, body, spec, trace))
+        self._trace_calls(trace, outcomes)
+        await self._write_status(key, body, inputs.status, decision, trace)
         await self._apply([Emit(body, e.type, e.reason, e.message) for e in decision.events])
         if decision.status.phase.terminal:
             return decision.wake_at
@@ -240,7 +254,35 @@ class ScriptRunController:
             return Blocked("ConfigMapKeyNotFound", f"ConfigMap {ref.name!r} has no key {ref.key!r}")
         return None
 
-    def _operations(self, decision: Decision, body: dict[str, Any], spec: RunTemplate) -> list[Operation]:
+    def _trace(self, key: Key, body: dict[str, Any]) -> ObjectTrace | None:
+        """This run's span (None with tracing off), worked out once per object."""
+        if not self.tracing.enabled:
+            return None
+        meta = body["metadata"]
+        uid = str(meta.get("uid"))
+        known = self._traces.get(key)
+        if known is None or known[0] != uid:
+            known = self._traces[key] = (uid, self.tracing.object_trace(uid, meta.get("annotations")))
+        return known[1]
+
+    def _trace_calls(self, trace: ObjectTrace | None, outcomes: list[Outcome]) -> None:
+        """A span for each pod this pass created, under its attempt's span."""
+        if trace is None:
+            return
+        spans = []
+        for outcome in outcomes:
+            op = outcome.op
+            if isinstance(op, Create) and op.obj.get("kind") == "Pod" and not (outcome.exists or outcome.refused):
+                meta = op.obj["metadata"]
+                attempt = int(meta["labels"][names.LABEL_ATTEMPT])
+                attrs = {"k8s.namespace.name": meta["namespace"], "k8s.pod.name": meta["name"]}
+                parent = attempt_context(trace, attempt)
+                spans.append(api_span(parent, "create Pod", outcome.started, outcome.seconds, attrs))
+        self.tracing.emit(spans)
+
+    def _operations(
+        self, decision: Decision, body: dict[str, Any], spec: RunTemplate, trace: ObjectTrace | None
+    ) -> list[Operation]:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         ops: list[Operation] = []
@@ -252,7 +294,8 @@ class ScriptRunController:
                     configmap = build_script_configmap(run, spec)
                     if configmap is not None:
                         ops.append(Create(configmap))
-                    ops.append(Create(self._pod(run, body, spec, attempt)))
+                    traceparent = attempt_context(trace, attempt).traceparent() if trace else None
+                    ops.append(Create(self._pod(run, body, spec, attempt, traceparent)))
                 case StopAttempt(name=pod):
                     ops.append(Delete("Pod", namespace, pod))
                 case RemoveStale(name=pod):
@@ -262,7 +305,9 @@ class ScriptRunController:
                     ops.append(Delete(KIND, namespace, name))
         return ops
 
-    def _pod(self, run: RunRef, body: dict[str, Any], spec: RunTemplate, attempt: int) -> dict[str, Any]:
+    def _pod(
+        self, run: RunRef, body: dict[str, Any], spec: RunTemplate, attempt: int, traceparent: str | None
+    ) -> dict[str, Any]:
         labels = body["metadata"].get("labels") or {}
         extra = tuple((k, labels[k]) for k in (names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE) if k in labels)
         config = self.config
@@ -275,6 +320,7 @@ class ScriptRunController:
                 monitor_image=config.monitor_image,
                 monitor_pull_policy=config.monitor_pull_policy,
                 extra_labels=extra,
+                traceparent=traceparent,
             )
         )
 
@@ -299,7 +345,11 @@ class ScriptRunController:
             log.info("%s pod %s", "found" if outcome.exists else "created", pod_meta["name"])
         return None
 
-    async def _write_status(self, key: Key, body: dict[str, Any], before: ScriptRunStatus, decision: Decision) -> None:
+    async def _write_status(
+        self, key: Key, body: dict[str, Any], before: ScriptRunStatus, decision: Decision, trace: ObjectTrace | None
+    ) -> None:
+        if trace is not None and trace.context.sampled and not before.phase.terminal:
+            decision.status.trace_id = trace.context.trace_hex  # where to look (a finished run's stays as it was)
         old = as_stored(before.dump(), body.get("status"))
         new = decision.status.dump()
         patch = merge_patch(old, new)
@@ -311,6 +361,8 @@ class ScriptRunController:
             return
         self.bodies.update(key, outcome.body)
         self._count(key[0], before, decision.status)
+        if trace is not None:
+            self.tracing.emit(run_spans(trace, outcome.body["metadata"], before, decision.status))
         if "phase" in patch or waiting_reason(new) != waiting_reason(old):
             self._tell_parent(outcome.body)
 

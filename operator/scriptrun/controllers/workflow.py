@@ -39,6 +39,9 @@ from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, DeletePods, Emit, Operation, Outcome, Patch, apply
 from scriptrun.model.workflow import WorkflowPhase, WorkflowSpec, WorkflowStatus
 from scriptrun.telemetry.operator_metrics import OperatorMetrics
+from scriptrun.telemetry.spans import api_span, workflow_span
+from scriptrun.telemetry.trace_context import ObjectTrace
+from scriptrun.telemetry.tracing import NO_TRACING, NoTracing, Tracing
 
 log = logging.getLogger(__name__)
 KIND = "Workflow"
@@ -80,11 +83,19 @@ def child_record(body: dict[str, Any]) -> tuple[Key, ChildRecord] | None:
 
 class WorkflowController:
     def __init__(
-        self, kube: Kube, config: OperatorConfig, metrics: OperatorMetrics, *, child_created: ChildCreatedFn
+        self,
+        kube: Kube,
+        config: OperatorConfig,
+        metrics: OperatorMetrics,
+        *,
+        child_created: ChildCreatedFn,
+        tracing: Tracing | NoTracing = NO_TRACING,
     ) -> None:
         self.kube = kube
         self.config = config
         self.metrics = metrics
+        self.tracing = tracing
+        self._traces: dict[Key, tuple[str, int, ObjectTrace | None]] = {}  # key -> (uid, round, its span)
         self.child_created = child_created
         self.bodies = Bodies()
         self.expected: dict[Key, set[str]] = {}  # nodes whose child we created and have not seen yet
@@ -129,6 +140,7 @@ class WorkflowController:
             self._desired.pop(key, None)
             self._written.pop(key, None)
             self._last_write.pop(key, None)
+            self._traces.pop(key, None)
             self.writer.forget(key)
             self.loop.forget(key)
             return
@@ -153,25 +165,37 @@ class WorkflowController:
         parsed = self._parse(meta["uid"], gen, body)
         if isinstance(parsed, str):
             decision = invalid_workflow(status, "InvalidSpec", parsed, now, gen, event=False)
-            await self._finish(key, body, status, decision)
+            await self._finish(key, body, status, decision, self._trace(key, body, decision.status))
             return None
         spec, plan = parsed
         if isinstance(plan, PlanError):
             why = "; ".join(plan.errors)
             decision = invalid_workflow(status, "InvalidWorkflow", why, now, gen, event=True)
-            await self._finish(key, body, status, decision)
+            await self._finish(key, body, status, decision, self._trace(key, body, decision.status))
             return None
         inputs = self._observe(key, body, plan, spec, status, now)
         if inputs.retry_round > (status.retry_round or 0):
             log.info("%s/%s: retry %d requested (phase %s)", key[0], key[1], inputs.retry_round, status.phase)
         decision = decide(inputs)
-        early, late = self._operations(key, body, plan, decision)
-        await self._apply(key, early, decision)
-        await self._finish(key, body, status, decision)
-        await self._apply(key, late, decision)
+        trace = self._trace(key, body, decision.status)
+        early, late = self._operations(key, body, plan, decision, trace)
+        await self._apply(key, early, decision, trace)
+        await self._finish(key, body, status, decision, trace)
+        await self._apply(key, late, decision, trace)
         if WorkflowPhase(decision.status.phase).terminal:
             return decision.wake_at
         return decision.wake_at or now + timedelta(seconds=self.config.resync_seconds)
+
+    def _trace(self, key: Key, body: dict[str, Any], status: WorkflowStatus) -> ObjectTrace | None:
+        """The span of this workflow's current round (None with tracing off), worked out once."""
+        if not self.tracing.enabled:
+            return None
+        meta = body["metadata"]
+        uid, round_ = str(meta.get("uid")), status.retry_round or 0
+        known = self._traces.get(key)
+        if known is None or known[:2] != (uid, round_):
+            known = self._traces[key] = (uid, round_, self.tracing.object_trace(uid, meta.get("annotations"), round_))
+        return known[2]
 
     def _status(self, key: Key, body: dict[str, Any]) -> WorkflowStatus:
         """We are the only writer of this status: what we decided last is newer than the body until
@@ -241,7 +265,7 @@ class WorkflowController:
         return {c.node: c.name for c in values_of(self.children, key) if c.uid not in self.retired}
 
     def _operations(
-        self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision
+        self, key: Key, body: dict[str, Any], plan: Plan, decision: WorkflowDecision, trace: ObjectTrace | None
     ) -> tuple[list[Operation], list[Operation]]:
         """The decision's actions as API operations, in two lists: the children first (retire,
         create, stop: the status written next records them), then what may lag the status (pod
@@ -250,6 +274,7 @@ class WorkflowController:
         ref = WorkflowRef(name, namespace, body["metadata"]["uid"])
         live = [c for c in values_of(self.children, key) if c.uid not in self.retired]
         child_names = {c.node: c.name for c in live}
+        traceparent = trace.context.traceparent() if trace else None
 
         def child_name(node: str) -> str:
             return child_names.get(node) or names.child_name(name, node)
@@ -265,7 +290,9 @@ class WorkflowController:
                             early.append(Delete(CHILD_KIND, namespace, child.name))
                     self.expected.setdefault(key, set()).discard(node)
                 case StartNode(node=node, template=template):
-                    early.append(Create(build_child(ref, task=plan.nodes[node].task, node=node, template=template)))
+                    task = plan.nodes[node].task
+                    manifest = build_child(ref, task=task, node=node, template=template, traceparent=traceparent)
+                    early.append(Create(manifest))
                 case StopNode(node=node):
                     early.append(Patch(CHILD_KIND, namespace, child_name(node), {"spec": {"terminate": True}}))
                 case CollectPods(node=None):
@@ -277,11 +304,16 @@ class WorkflowController:
                     late.append(Delete(KIND, namespace, name))
         return early, late
 
-    async def _apply(self, key: Key, ops: list[Operation], decision: WorkflowDecision) -> None:
+    async def _apply(
+        self, key: Key, ops: list[Operation], decision: WorkflowDecision, trace: ObjectTrace | None
+    ) -> None:
         """Carry out `ops`; created children are expected (and handed to the ScriptRun controller),
         refused ones become a Warning Event."""
         expected = self.expected.setdefault(key, set())
-        for outcome in await self._apply_ops(ops):
+        outcomes = await self._apply_ops(ops)
+        if trace is not None:
+            self._trace_calls(trace, outcomes)
+        for outcome in outcomes:
             op = outcome.op
             if not isinstance(op, Create):
                 continue
@@ -295,8 +327,36 @@ class WorkflowController:
             if outcome.body is not None:
                 self.child_created((key[0], child_meta["name"]), outcome.body)
 
-    async def _finish(self, key: Key, body: dict[str, Any], before: WorkflowStatus, decision: WorkflowDecision) -> None:
-        """Hand the new status to the background writer; post the decision's Events."""
+    def _trace_calls(self, trace: ObjectTrace, outcomes: list[Outcome]) -> None:
+        """A span for each child this pass created, under the workflow's span."""
+        spans = []
+        for outcome in outcomes:
+            op = outcome.op
+            if isinstance(op, Create) and not (outcome.exists or outcome.refused):
+                meta = op.obj["metadata"]
+                attrs = {
+                    "k8s.namespace.name": meta["namespace"],
+                    "scriptrun.scriptrun.name": meta["name"],
+                    "scriptrun.node.name": meta["labels"][names.LABEL_NODE],
+                }
+                span = api_span(
+                    trace.context, "create ScriptRun", outcome.started, outcome.seconds, attrs, meta["name"]
+                )
+                spans.append(span)
+        self.tracing.emit(spans)
+
+    async def _finish(
+        self,
+        key: Key,
+        body: dict[str, Any],
+        before: WorkflowStatus,
+        decision: WorkflowDecision,
+        trace: ObjectTrace | None,
+    ) -> None:
+        """Hand the new status to the background writer; post the decision's Events; the
+        workflow's span once it has ended."""
+        if trace is not None and trace.context.sampled and not WorkflowPhase(before.phase).terminal:
+            decision.status.trace_id = trace.context.trace_hex
         if not (key in self._desired and before == decision.status):
             self._desired[key] = (body["metadata"].get("uid"), decision.status)
             self.writer.kick(key)
@@ -306,6 +366,8 @@ class WorkflowController:
             begin, end = clock.parse(after.started_at), clock.parse(after.finished_at)
             seconds = (end - begin).total_seconds() if begin and end else None
             self.metrics.finished(KIND, key[0], str(after.phase), str(reason), seconds)
+            if trace is not None:
+                self.tracing.emit([workflow_span(trace, body["metadata"], after)])
         await self._apply_ops([Emit(body, e.type, e.reason, e.message) for e in decision.events])
 
     async def write_status(self, key: Hashable) -> datetime | None:

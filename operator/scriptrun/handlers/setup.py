@@ -15,6 +15,7 @@ from scriptrun.controllers.workflow import WorkflowController
 from scriptrun.k8s.api import Kube, load_config
 from scriptrun.k8s.credentials import Credentials, CredentialsError
 from scriptrun.telemetry.operator_metrics import OperatorMetrics
+from scriptrun.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         runs.adopt(key, body)
 
     metrics = OperatorMetrics()
-    workflows = WorkflowController(kube, config, metrics, child_created=child_created)
-    runs = ScriptRunController(kube, config, metrics, child_changed=workflows.child_changed)
+    tracing = Tracing.from_env()
+    if tracing.enabled:
+        log.info("tracing on: spans over OTLP (the OTEL_* variables)")
+    workflows = WorkflowController(kube, config, metrics, child_created=child_created, tracing=tracing)
+    runs = ScriptRunController(kube, config, metrics, child_changed=workflows.child_changed, tracing=tracing)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
         log.info("operator metrics on port %d", config.metrics_port)
-    memo.runs, memo.workflows, memo.kube = runs, workflows, kube
+    memo.runs, memo.workflows, memo.kube, memo.tracing = runs, workflows, kube, tracing
     log.info("scriptrun operator started (default image %s)", config.default_image)
 
 
@@ -100,3 +104,5 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
             await controller.close()
     if memo.get("kube") is not None:
         await memo.kube.close()
+    if memo.get("tracing") is not None:
+        memo.tracing.shutdown()  # sends what is queued

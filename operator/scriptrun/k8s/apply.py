@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scriptrun.k8s.api import PLURALS, ApiError, Kube
@@ -76,6 +76,8 @@ class Outcome:
     body: dict[str, Any] | None = None
     exists: bool = False
     refused: ApiError | None = None
+    started: float = 0.0  # wall-clock time the call began (for its trace span)
+    seconds: float = 0.0  # how long it took
 
 
 Record = Callable[[str, str, str, float], None]  # (operation, object kind, result, seconds)
@@ -97,16 +99,17 @@ def _result(outcome: Outcome) -> str:
 
 
 async def _one(kube: Kube, op: Operation, record: Record | None = None) -> Outcome:
-    if record is None:
-        return await _do(kube, op)
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     try:
         outcome = await _do(kube, op)
     except Exception:
-        record(type(op).__name__, _object_kind(op), "error", time.perf_counter() - start)
+        if record is not None:
+            record(type(op).__name__, _object_kind(op), "error", time.perf_counter() - start)
         raise
-    record(type(op).__name__, _object_kind(op), _result(outcome), time.perf_counter() - start)
-    return outcome
+    seconds = time.perf_counter() - start
+    if record is not None:
+        record(type(op).__name__, _object_kind(op), _result(outcome), seconds)
+    return replace(outcome, started=started, seconds=seconds)
 
 
 async def _do(kube: Kube, op: Operation) -> Outcome:

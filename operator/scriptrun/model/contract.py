@@ -41,6 +41,9 @@ ENV_OUTPUTS = "SCRIPTRUN_OUTPUTS"
 """The directory the script writes its output parameters into."""
 ENV_ATTEMPT = "SCRIPTRUN_ATTEMPT"
 """The attempt number, from 1."""
+ENV_TRACEPARENT = "TRACEPARENT"
+"""With tracing on: the W3C traceparent of the attempt's span, in both containers (the script's and
+the monitor's spans join the run's trace)."""
 
 # -- environment of the monitor sidecar: who it measures (its metric labels) ---------------------------
 ENV_NAMESPACE = "SCRIPTRUN_NAMESPACE"

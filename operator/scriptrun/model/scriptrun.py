@@ -206,6 +206,9 @@ class ScriptRunStatus(ApiModel):
     )
     outputs: dict[str, str] | None = Field(default=None, description="Output parameters the script wrote.")
     outputs_error: str | None = Field(default=None, description="Why the outputs could not be collected.")
+    trace_id: str | None = Field(
+        default=None, alias="traceID", description="The OpenTelemetry trace of this run (when traced and sampled)."
+    )
 
 
 class ScriptRun(ApiModel):

@@ -192,6 +192,9 @@ class WorkflowStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="Compact per-task summary.")
     retry_round: int | None = Field(default=None, description="The last retry (scriptrun retry) carried out.")
+    trace_id: str | None = Field(
+        default=None, alias="traceID", description="The OpenTelemetry trace of this workflow (when traced and sampled)."
+    )
 
 
 class Workflow(ApiModel):
