@@ -39,6 +39,7 @@ bins:
 crds: venv
 	$(BIN)/scriptrun crds --write crds --write charts/scriptrun/crds
 	$(BIN)/python -m scriptrun.telemetry.alerts > charts/scriptrun/files/alerts.yaml
+	$(BIN)/python -m scriptrun.telemetry.dashboards charts/scriptrun/files/dashboards
 
 run: venv
 	$(BIN)/scriptrun run examples/etl-workflow.yaml

@@ -5,9 +5,15 @@ from __future__ import annotations
 import base64
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from scriptrun import API_GROUP, API_VERSION
+from scriptrun.build.pod import PodInputs, RunRef, build_pod
+from scriptrun.model.manifest import parse_object
+from scriptrun.model.scriptrun import ScriptRun
+from scriptrun.telemetry.alerts import OPERATOR_JOB
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube, scriptrun
 from tests.support.operator import OperatorProcess
@@ -51,6 +57,59 @@ def test_chart_lints_and_renders(cluster: ControlPlane) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["--namespace=a", "--namespace=b"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def _matches(pod: dict[str, Any], monitor: dict[str, Any]) -> bool:
+    """Would this PodMonitor scrape this pod: its labels, and a container port of that name."""
+    labels = pod["metadata"]["labels"]
+    containers = pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+    ports = {p["name"] for c in containers for p in c.get("ports", [])}
+    selected = monitor["selector"]["matchLabels"].items() <= labels.items()
+    return selected and all(e["port"] in ports for e in monitor["podMetricsEndpoints"])
+
+
+def _render(cluster: ControlPlane, *values: str) -> list[dict[str, Any]]:
+    sets = [arg for value in values for arg in ("--set", value)]
+    return [d for d in yaml.safe_load_all(helm(cluster, "template", "scriptrun", str(CHART), "-n", NS, *sets)) if d]
+
+
+def test_chart_ships_dashboards_and_podmonitors_only_when_enabled(cluster: ControlPlane) -> None:
+    assert not [d for d in _render(cluster) if d["kind"] in ("ConfigMap", "PodMonitor")]
+    docs = _render(cluster, "dashboards.enabled=true", "podMonitor.enabled=true", "dashboards.annotations.f=x")
+
+    # one ConfigMap a generated dashboard, labelled for the Grafana sidecar
+    maps = [d for d in docs if d["kind"] == "ConfigMap"]
+    files = {f.name: f.read_text() for f in (CHART / "files" / "dashboards").glob("*.json")}
+    assert files and len(maps) == len(files)
+    shipped: dict[str, str] = {}
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"] == {"f": "x"}
+        shipped.update(cm["data"])
+    assert shipped == {name: text.rstrip("\n") for name, text in files.items()}
+    cluster.kubectl("create", "namespace", NS, check=False)
+    cluster.kubectl("apply", "--dry-run=server", "-n", NS, "-f", "-", input=yaml.safe_dump_all(maps))
+
+    # the operator scraped as the alerts' job, run pods' monitor sidecars in every namespace
+    monitors = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodMonitor"}
+    assert set(monitors) == {"scriptrun", "scriptrun-runs"}
+    operator, runs = monitors["scriptrun"], monitors["scriptrun-runs"]
+    relabel = {"action": "replace", "targetLabel": "job", "replacement": OPERATOR_JOB}
+    assert operator["podMetricsEndpoints"][0]["relabelings"] == [relabel]
+    assert runs["namespaceSelector"] == {"any": True} and runs["podMetricsEndpoints"][0]["honorLabels"] is True
+    operator_pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    body = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "ScriptRun", "metadata": {"name": "r"}}
+    run = parse_object({**body, "spec": {"script": {"source": "print(1)"}}})
+    assert isinstance(run, ScriptRun)
+    run_pod = build_pod(PodInputs(run=RunRef("r", "ns1", "uid-1"), spec=run.spec, attempt=1))
+    assert _matches(operator_pod, operator) and not _matches(operator_pod, runs)
+    assert _matches(run_pod, runs) and not _matches(run_pod, operator)
+
+    # no operator PodMonitor when it serves no metrics; run pods in the watched namespaces
+    docs = _render(cluster, "podMonitor.enabled=true", "operator.metricsPort=0", "watchNamespaces={a,b}")
+    monitors = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodMonitor"}
+    assert set(monitors) == {"scriptrun-runs"}
+    assert monitors["scriptrun-runs"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
 
 
 def test_chart_rbac_is_enough_to_run_the_operator(
