@@ -1,6 +1,7 @@
-"""The operator's alerting rules against real tools: Debian's `promtool check rules`, and Debian's
-`prometheus` scraping the real operator during a workflow, with the rules loaded and every series a
-rule reads present (or listed as expected-empty, with the reason)."""
+"""The operator's alerting rules and dashboards against real tools: Debian's `promtool check rules`,
+and Debian's `prometheus` scraping the real operator during a workflow, with the rules loaded, every
+series a rule reads present and every dashboard expression returning data (or listed as
+expected-empty, with the reason: the live sidecar panels, shown with data on the real node)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ from typing import Any
 
 import pytest
 
+from scriptrun.telemetry import dashboards
 from scriptrun.telemetry.alerts import ALERTS, OPERATOR_JOB, render
+from scriptrun.telemetry.usage_metrics import metric_names
 from tests.support.controlplane import ControlPlane, _die_with_parent, free_port
-from tests.support.kube import Kube
+from tests.support.kube import Kube, scriptrun
 from tests.support.operator import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "scriptrun" / "files" / "alerts.yaml"
 EXIT = "test.scriptrun.dev/exit-code"  # kwok ends the pod with this exit code
+MONITOR = "test.scriptrun.dev/monitor-message"  # and writes this as the monitor's termination message
+SUMMARY = {"cpuAvgPercent": 50.0, "memoryMaxMb": 12.5, "userTimeSeconds": 1.5, "systemTimeSeconds": 0.5}
 
 
 def _tools() -> tuple[str, str]:
@@ -104,10 +109,16 @@ def test_the_rule_file_is_generated_and_passes_promtool() -> None:
     assert f"SUCCESS: {len(ALERTS)} rules found" in proc.stdout
 
 
-def test_prometheus_scrapes_the_operator_and_every_rule_has_its_data(kube: Kube, prometheus: str) -> None:
+def test_prometheus_scrapes_the_operator_and_every_expression_has_data(kube: Kube, prometheus: str) -> None:
+    ann = {MONITOR: json.dumps(SUMMARY)}  # kwok runs no monitor: the summary it would have written
     tasks = [
-        {"name": "ok", "script": {"source": "print(1)"}, "podMetadata": {"annotations": {EXIT: "0"}}},
-        {"name": "bad", "script": {"source": "print(1)"}, "podMetadata": {"annotations": {EXIT: "1"}}},
+        {"name": "ok", "script": {"source": "print(1)"}, "podMetadata": {"annotations": {EXIT: "0", **ann}}},
+        {
+            "name": "bad",
+            "script": {"source": "print(1)"},
+            "podMetadata": {"annotations": {EXIT: "1", **ann}},
+            "retryStrategy": {"limit": 1, "backoff": {"durationSeconds": 1}},
+        },
     ]
     kube.apply(
         {
@@ -117,10 +128,15 @@ def test_prometheus_scrapes_the_operator_and_every_rule_has_its_data(kube: Kube,
             "spec": {"tasks": tasks},
         }
     )
+    # and a run whose pod the API server refuses (requests above limits): the API errors panel
+    refused = {"script": {"source": "print(1)"}, "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}
+    kube.apply(scriptrun("refused", refused))
     kube.wait(
         "workflow failed",
         lambda: ((kube.get("workflow", "observed") or {}).get("status") or {}).get("phase") == "Failed",
+        timeout=60,
     )
+    kube.wait_phase("refused", "Failed")
     ns = kube.ns
 
     def scraped_the_end() -> bool:
@@ -130,12 +146,34 @@ def test_prometheus_scrapes_the_operator_and_every_rule_has_its_data(kube: Kube,
     kube.wait("Prometheus scraped the finished workflow", scraped_the_end, timeout=30)
     empty = []
     for alert in ALERTS:
+        api(prometheus, "query", query=alert.expr)  # evaluates (true or not)
         result = api(prometheus, "query", query=alert.data)["result"]
         if alert.expected_empty:
             empty.append(alert.name)
             continue
         assert result, f"{alert.name}: no data for {alert.data}"
     assert empty == ["ScriptrunRunNearMemoryLimit"]  # listed with its reason in scriptrun.telemetry.alerts
+
+    # every dashboard expression, as Grafana runs it with all values selected, returns data; rates
+    # need two scrapes after the change, so wait for each a little
+    missing: dict[str, str] = {}
+    for board, panel, query in dashboards.queries():
+        where = f"{board.uid} / {panel.title}: {query.expr}"
+        if query.expected_empty:
+            missing[where] = query.expected_empty
+            continue
+
+        def answers(query: dashboards.Query = query) -> bool:
+            return bool(api(prometheus, "query", query=dashboards.runnable(query.expr))["result"])
+
+        kube.wait(f"data for {where}", answers, timeout=30)
+    assert all("real node" in why for why in missing.values()), missing  # tests/e2e shows those with data
+    sidecar = tuple(metric_names())  # only live monitor sidecars serve these: not on kwok
+    for board in dashboards.DASHBOARDS:
+        for variable in board.variables:
+            if not variable.selector.startswith(sidecar):
+                assert api(prometheus, "series", **{"match[]": dashboards.runnable(variable.selector)}), variable
+
     # the rules are loaded and evaluate without errors
     groups = api(prometheus, "rules")["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
