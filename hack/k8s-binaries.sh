@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build (once) and cache the control-plane binaries the test suite runs, from Go modules only.
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, kwok, helm
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, kwok, helm,
+#   and an OpenTelemetry Collector (otelcol: otlp receiver, debug + file exporters) made with the collector builder
 # Cache: ${SCRIPTRUN_CACHE:-~/.cache/scriptrun}/bin/<name>-<version>; prints the bin dir on stdout.
 # Usage: hack/k8s-binaries.sh [--print-dir]
 set -euo pipefail
@@ -9,6 +10,7 @@ K8S_VERSION="${K8S_VERSION:-v1.34.1}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.4}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+OTELCOL_VERSION="${OTELCOL_VERSION:-v0.162.0}"  # builder, core and contrib components (newer ones: proxy 403s)
 CACHE="${SCRIPTRUN_CACHE:-$HOME/.cache/scriptrun}"
 BIN="$CACHE/bin"
 mkdir -p "$BIN"
@@ -100,11 +102,49 @@ build_helm() {
   mv "$CACHE/build/helm-$HELM_VERSION/helm" "$BIN/helm-$HELM_VERSION"
 }
 
+build_otelcol() {
+  have otelcol "$OTELCOL_VERSION" && return 0
+  local v="$OTELCOL_VERSION" work="$CACHE/build/otelcol-$OTELCOL_VERSION" stable
+  local core=go.opentelemetry.io/collector contrib=github.com/open-telemetry/opentelemetry-collector-contrib
+  mkdir -p "$work/src" && cd "$work"
+  # cmd/otelcorecol cannot be go-installed (local replaces); the builder generates a distribution's sources
+  [[ -x builder ]] || GOBIN="$work" go install -trimpath -ldflags "-s -w" "$core/cmd/builder@$v"
+  cd src
+  # The builder's own `go mod tidy` also fetches the components' test-only dependencies, some of which the
+  # module proxy refuses (403); so this go.mod is ours, the builder only writes main.go and components.go.
+  [[ -f go.mod ]] || go mod init local/otelcol >/dev/null 2>&1
+  go get "$core/otelcol@$v" "$core/service@$v" "$core/receiver/otlpreceiver@$v" \
+    "$core/exporter/debugexporter@$v" "$contrib/exporter/fileexporter@$v"
+  stable=$(go list -m -f '{{.Version}}' "$core/confmap")  # the v1.x release that goes with $v
+  go get "$core/confmap/provider/envprovider@$stable" "$core/confmap/provider/fileprovider@$stable"
+  cat > ../manifest.yaml <<YAML
+dist:
+  name: otelcol
+  module: local/otelcol
+  description: OpenTelemetry Collector for the scriptrun tests
+  version: ${v#v}
+  output_path: $work/src
+receivers:
+  - gomod: $core/receiver/otlpreceiver $v
+exporters:
+  - gomod: $core/exporter/debugexporter $v
+  - gomod: $contrib/exporter/fileexporter $v
+providers:
+  - gomod: $core/confmap/provider/envprovider $stable
+  - gomod: $core/confmap/provider/fileprovider $stable
+YAML
+  # (the builder also makes an unused temp dir each run: keep it in $work, not /tmp)
+  TMPDIR="$work" ../builder --config ../manifest.yaml --skip-get-modules --skip-compilation
+  log "building otelcol $v (collector builder sources)"
+  go build -trimpath -ldflags "-s -w" -o "$BIN/otelcol-$v" .
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
 build_kube
 build_helm
+build_otelcol
 log "binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 # stable names for the test suite
 cat > "$BIN/versions.env" <<ENV
@@ -112,5 +152,6 @@ K8S_VERSION=$K8S_VERSION
 ETCD_VERSION=$ETCD_VERSION
 KWOK_VERSION=$KWOK_VERSION
 HELM_VERSION=$HELM_VERSION
+OTELCOL_VERSION=$OTELCOL_VERSION
 ENV
 echo "$BIN"
