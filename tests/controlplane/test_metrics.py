@@ -55,6 +55,10 @@ def test_operator_metrics_after_a_workflow(kube: Kube, live_operator: OperatorPr
     assert total(found, "scriptrun_finished_total", kind="ScriptRun", namespace=ns, phase="Succeeded") == 2
     assert total(found, "scriptrun_finished_total", kind="ScriptRun", namespace=ns, phase="Failed") == 1
     assert total(found, "scriptrun_retries_total", namespace=ns, reason="Error") == 1
+    # four pods: a, b and flaky's two attempts; each started (kwok sets startTime) and ended
+    assert total(found, "scriptrun_attempts_total", namespace=ns, reason="Completed") == 2
+    assert total(found, "scriptrun_attempts_total", namespace=ns, reason="Error") == 2
+    assert total(found, "scriptrun_pod_start_seconds_count", namespace=ns) == 4
     assert total(found, "scriptrun_duration_seconds_count", kind="ScriptRun", namespace=ns) == 3
     assert total(found, "scriptrun_duration_seconds_count", kind="Workflow", namespace=ns) == 1
     # usage from the monitor's summaries: 2 CPU seconds a run (the failed run's last attempt too)

@@ -55,3 +55,28 @@ def test_operator_metric_names_follow_prometheus_conventions() -> None:
         assert "name" not in m.labels and "scriptrun" not in m.labels and "pod" not in m.labels  # bounded
     exposed = {f.name for f in OperatorMetrics().registry.collect()}
     assert {m.name.removesuffix("_total") for m in CATALOGUE} == exposed
+
+
+def test_workflow_and_task_labels_are_bounded() -> None:
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scriptrun.telemetry.operator_metrics import OperatorMetrics
+
+    def pairs(metrics: OperatorMetrics) -> set[tuple[str, str]]:
+        text = generate_latest(metrics.registry).decode()
+        return {
+            (s.labels["workflow"], s.labels["task"])
+            for f in text_string_to_metric_families(text)
+            if f.name == "scriptrun_used_cpu_seconds"
+            for s in f.samples
+        }
+
+    usage = {"userTimeSeconds": 1.0, "memoryMaxMb": 10}
+    off, capped = OperatorMetrics(), OperatorMetrics(task_labels=2)
+    for i in range(5):
+        for m in (off, capped):
+            m.used("ns", usage, f"wf-{i}", "t")
+            m.used("ns", usage, "wf-0", "t")
+    assert pairs(off) == {("", "")}
+    assert pairs(capped) == {("wf-0", "t"), ("wf-1", "t"), ("other", "other")}

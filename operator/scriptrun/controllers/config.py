@@ -17,6 +17,7 @@ class OperatorConfig:
     resync_seconds: float = 60.0
     workflow_status_interval_seconds: float = 1.0  # a running Workflow's status: at most one write this often
     metrics_port: int = 0  # where the operator serves Prometheus metrics (0: not served)
+    metrics_task_labels: int = 0  # (workflow, task) pairs with their own metric labels (0: none)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -28,4 +29,5 @@ class OperatorConfig:
             resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),
             workflow_status_interval_seconds=float(os.environ.get("SCRIPTRUN_WORKFLOW_STATUS_INTERVAL_SECONDS", "1")),
             metrics_port=int(os.environ.get("SCRIPTRUN_METRICS_PORT", "0") or 0),
+            metrics_task_labels=int(os.environ.get("SCRIPTRUN_METRICS_TASK_LABELS", "0") or 0),
         )

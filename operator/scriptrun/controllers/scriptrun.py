@@ -360,20 +360,34 @@ class ScriptRunController:
         if outcome.body is None:
             return
         self.bodies.update(key, outcome.body)
-        self._count(key[0], before, decision.status)
+        self._count(outcome.body["metadata"], before, decision.status)
         if trace is not None:
             self.tracing.emit(run_spans(trace, outcome.body["metadata"], before, decision.status))
         if "phase" in patch or waiting_reason(new) != waiting_reason(old):
             self._tell_parent(outcome.body)
 
-    def _count(self, namespace: str, before: ScriptRunStatus, after: ScriptRunStatus) -> None:
-        """The metrics of what this write recorded: a retry, the end of the run, its usage."""
+    def _count(self, meta: dict[str, Any], before: ScriptRunStatus, after: ScriptRunStatus) -> None:
+        """The metrics of what this write recorded: attempts started and ended, a retry, the end of
+        the run, its usage."""
+        namespace = str(meta.get("namespace"))
+        labels = meta.get("labels") or {}
+        workflow, task = labels.get(names.LABEL_WORKFLOW, ""), labels.get(names.LABEL_TASK, "")
+        earlier = {a.attempt: a for a in before.attempts}
+        for attempt in after.attempts:
+            was = earlier.get(attempt.attempt)
+            if attempt.start_time and not (was and was.start_time):
+                created, started = clock.parse(attempt.created_time), clock.parse(attempt.start_time)
+                if created and started:
+                    self.metrics.pod_started(namespace, (started - created).total_seconds())
+            if attempt.finish_time and not (was and was.finish_time):
+                self.metrics.attempt_ended(namespace, attempt.reason or attempt.phase.value)
         if len(after.attempts) > len(before.attempts) and len(after.attempts) > 1:
             self.metrics.retried(namespace, after.attempts[-2].reason or "Unknown")
         if after.phase.terminal and not before.phase.terminal:
             reason = next((c.reason for c in after.conditions if c.type == "Failed" and c.status == "True"), None)
             begin, end = clock.parse(after.start_time), clock.parse(after.completion_time)
             seconds = (end - begin).total_seconds() if begin and end else None
-            self.metrics.finished(KIND, namespace, after.phase.value, reason or after.phase.value, seconds)
+            phase = after.phase.value
+            self.metrics.finished(KIND, namespace, phase, reason or phase, seconds, workflow, task)
         if after.usage and not before.usage and after.phase.terminal:
-            self.metrics.used(namespace, after.usage)
+            self.metrics.used(namespace, after.usage, workflow, task)

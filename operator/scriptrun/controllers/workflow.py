@@ -365,7 +365,7 @@ class WorkflowController:
             reason = next((c.reason for c in after.conditions if c.type == "Completed"), None) or after.phase
             begin, end = clock.parse(after.started_at), clock.parse(after.finished_at)
             seconds = (end - begin).total_seconds() if begin and end else None
-            self.metrics.finished(KIND, key[0], str(after.phase), str(reason), seconds)
+            self.metrics.finished(KIND, key[0], str(after.phase), str(reason), seconds, names.label_value(key[1]))
             if trace is not None:
                 self.tracing.emit([workflow_span(trace, body["metadata"], after)])
         await self._apply_ops([Emit(body, e.type, e.reason, e.message) for e in decision.events])

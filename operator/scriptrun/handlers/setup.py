@@ -57,7 +57,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         assert runs is not None
         runs.adopt(key, body)
 
-    metrics = OperatorMetrics()
+    metrics = OperatorMetrics(task_labels=config.metrics_task_labels)
     tracing = Tracing.from_env()
     if tracing.enabled:
         log.info("tracing on: spans over OTLP (the OTEL_* variables)")

@@ -1,7 +1,9 @@
 """The operator's metric catalogue: every metric declared once (name, type, unit, help, labels).
 
 `docs/metrics.md` lists the same table; a test keeps the two equal. Labels are bounded: kinds,
-outcomes, action types, phases, reasons and namespaces, never a per-run name.
+outcomes, action types, phases, reasons and namespaces, never a per-run name. The `workflow` and
+`task` labels are empty unless the operator is told to fill them (`TASK_LABELS`), and then for at
+most that many (workflow, task) pairs; later pairs read "other".
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 Kind = Literal["counter", "gauge", "histogram"]
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+POD_START_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 MEMORY_BUCKETS = tuple(float(2**n) * 1024 * 1024 for n in range(2, 16))  # 4 MiB .. 32 GiB
 
 
@@ -73,9 +76,24 @@ DURATION = MetricSpec(
     "scriptrun_duration_seconds",
     "histogram",
     "seconds",
-    "From start to finish of a run or workflow, by kind and namespace.",
-    ("kind", "namespace"),
+    "From start to finish of a run or workflow, by kind and namespace (workflow and task: see TASK_LABELS).",
+    ("kind", "namespace", "workflow", "task"),
     DURATION_BUCKETS,
+)
+ATTEMPTS = MetricSpec(
+    "scriptrun_attempts_total",
+    "counter",
+    "",
+    "Attempts (pods) that ended, by namespace and how (Completed, Error, OOMKilled, DeadlineExceeded...).",
+    ("namespace", "reason"),
+)
+POD_START = MetricSpec(
+    "scriptrun_pod_start_seconds",
+    "histogram",
+    "seconds",
+    "From an attempt's creation to its pod's startTime (scheduled and accepted by a kubelet), by namespace.",
+    ("namespace",),
+    POD_START_BUCKETS,
 )
 RETRIES = MetricSpec(
     "scriptrun_retries_total",
@@ -89,14 +107,14 @@ USED_CPU = MetricSpec(
     "counter",
     "seconds",
     "CPU seconds finished runs used (the monitor's summary), by namespace: counted even if no scrape saw the pod.",
-    ("namespace",),
+    ("namespace", "workflow", "task"),
 )
 PEAK_MEMORY = MetricSpec(
     "scriptrun_peak_memory_bytes",
     "histogram",
     "bytes",
     "Peak resident memory of finished runs (the monitor's summary), by namespace.",
-    ("namespace",),
+    ("namespace", "workflow", "task"),
     MEMORY_BUCKETS,
 )
 
@@ -108,7 +126,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     OBJECTS,
     FINISHED,
     DURATION,
+    ATTEMPTS,
     RETRIES,
+    POD_START,
     USED_CPU,
     PEAK_MEMORY,
 )

@@ -264,6 +264,26 @@ RUNS = Dashboard(
                     ),
                     "ScriptRuns waiting for their pod, all namespaces (see their Waiting condition).",
                 ),
+                Panel(
+                    "Attempts ended per minute by reason",
+                    "timeseries",
+                    "short",
+                    (
+                        Query(
+                            f"sum by (reason) (rate(scriptrun_attempts_total{{{NS}}}[$__rate_interval])) * 60",
+                            "{{reason}}",
+                            "scriptrun_attempts_total",
+                        ),
+                    ),
+                    "Pods that ended, by how: Completed, Error, OOMKilled, DeadlineExceeded, Evicted...",
+                ),
+                Panel(
+                    "Pod start latency",
+                    "timeseries",
+                    "s",
+                    _quantiles("scriptrun_pod_start_seconds", "namespace", NS, 0.5, 0.95),
+                    "From an attempt's creation to its pod's startTime (scheduled, accepted by a kubelet).",
+                ),
             ),
         ),
     ),

@@ -37,7 +37,12 @@ class _Objects(Collector):
 
 
 class OperatorMetrics:
-    def __init__(self) -> None:
+    """`task_labels`: how many (workflow, task) pairs get their own `workflow`/`task` label values
+    (0: none, the labels stay empty); the pairs after that read "other"."""
+
+    def __init__(self, task_labels: int = 0) -> None:
+        self.task_labels = task_labels
+        self._pairs: set[tuple[str, str]] = set()
         self.registry = CollectorRegistry()
         r = self.registry
         self._reconciles = _counter(c.RECONCILES, r)
@@ -46,7 +51,9 @@ class OperatorMetrics:
         self._action_seconds = _histogram(c.ACTION_SECONDS, r)
         self._finished = _counter(c.FINISHED, r)
         self._duration = _histogram(c.DURATION, r)
+        self._attempts = _counter(c.ATTEMPTS, r)
         self._retries = _counter(c.RETRIES, r)
+        self._pod_start = _histogram(c.POD_START, r)
         self._used_cpu = _counter(c.USED_CPU, r)
         self._peak_memory = _histogram(c.PEAK_MEMORY, r)
         self._objects = _Objects()
@@ -71,19 +78,47 @@ class OperatorMetrics:
     def retried(self, namespace: str, reason: str) -> None:
         self._retries.labels(namespace, reason).inc()
 
-    def finished(self, kind: str, namespace: str, phase: str, reason: str, seconds: float | None) -> None:
+    def attempt_ended(self, namespace: str, reason: str) -> None:
+        self._attempts.labels(namespace, reason).inc()
+
+    def pod_started(self, namespace: str, seconds: float) -> None:
+        self._pod_start.labels(namespace).observe(max(0.0, seconds))
+
+    def _pair(self, workflow: str, task: str) -> tuple[str, str]:
+        """The `workflow`/`task` label values: bounded by `task_labels`."""
+        if not self.task_labels or not (workflow or task):
+            return "", ""
+        pair = (workflow, task)
+        if pair in self._pairs:
+            return pair
+        if len(self._pairs) < self.task_labels:
+            self._pairs.add(pair)
+            return pair
+        return "other", "other"
+
+    def finished(
+        self,
+        kind: str,
+        namespace: str,
+        phase: str,
+        reason: str,
+        seconds: float | None,
+        workflow: str = "",
+        task: str = "",
+    ) -> None:
         """A run or workflow reached a final phase."""
         self._finished.labels(kind, namespace, phase, reason).inc()
         if seconds is not None:
-            self._duration.labels(kind, namespace).observe(max(0.0, seconds))
+            self._duration.labels(kind, namespace, *self._pair(workflow, task)).observe(max(0.0, seconds))
 
-    def used(self, namespace: str, usage: Mapping[str, Any]) -> None:
+    def used(self, namespace: str, usage: Mapping[str, Any], workflow: str = "", task: str = "") -> None:
         """A finished run's usage summary (the monitor's), once it is in its status."""
         if not usage.get("available", True):
             return
+        pair = self._pair(workflow, task)
         cpu = float(usage.get("userTimeSeconds") or 0) + float(usage.get("systemTimeSeconds") or 0)
         if cpu > 0:
-            self._used_cpu.labels(namespace).inc(cpu)
+            self._used_cpu.labels(namespace, *pair).inc(cpu)
         peak = usage.get("memoryMaxMb")
         if isinstance(peak, int | float) and peak > 0:
-            self._peak_memory.labels(namespace).observe(float(peak) * 1024 * 1024)
+            self._peak_memory.labels(namespace, *pair).observe(float(peak) * 1024 * 1024)
