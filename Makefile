@@ -16,7 +16,7 @@ export SCRIPTRUN_CACHE := $(CACHE)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv bins crds run test test-unit test-controlplane e2e lint bench bench-monitor bench-dag image clean-cache
+.PHONY: help venv bins crds run test test-unit test-controlplane e2e lint bench bench-monitor bench-dag bench-telemetry image clean-cache
 help:
 	@echo "make run    - install and run examples/hello-scriptrun.yaml locally (no cluster)"
 	@echo "make test   - lint, type-check, unit, control-plane and real-node tests (builds what is missing)"
@@ -24,7 +24,7 @@ help:
 	@echo "make bins   - build the Kubernetes binaries used by the tests (cached)"
 	@echo "make e2e    - the real-node tier only (root): real kubelet, helm install, every example"
 	@echo "make image  - build the runner, monitor and operator images as OCI archives (root; no registry)"
-	@echo "make bench  - benchmarks (bench-monitor)"
+	@echo "make bench  - benchmarks (bench-monitor, bench-dag, bench-telemetry)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -82,4 +82,8 @@ bench-monitor: venv
 bench-dag: venv bins
 	$(BIN)/python hack/bench_dag.py
 
-bench: bench-monitor bench-dag
+# the operator's CPU with metrics served + scraped and tracing on (a real Collector) vs off
+bench-telemetry: venv bins
+	$(BIN)/python hack/bench_dag.py --telemetry
+
+bench: bench-monitor bench-dag bench-telemetry

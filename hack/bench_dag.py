@@ -11,6 +11,7 @@ starts once the previous one's pods are gone (podGC), so it does not pay for the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -235,7 +236,15 @@ def main() -> int:
     parser.add_argument("--only", help="substring of a scenario name")
     parser.add_argument("--profile", help="write a cProfile of the operator to this file")
     parser.add_argument("--keep-log", help="copy the operator's log here")
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="compare the operator's CPU with metrics served and scraped and tracing on (a real Collector) "
+        "against both off, alternating off/on twice",
+    )
     args = parser.parse_args()
+    if args.telemetry:
+        return telemetry(args)
     cp = ControlPlane.create(extra_stages=[KWOK_STAGES / "scriptrun-pod-autocomplete.yaml"])
     cp.start(crds=ROOT / "crds")
     env = {"SCRIPTRUN_RESYNC_SECONDS": "60", "SCRIPTRUN_LOG_LEVEL": os.environ.get("SCRIPTRUN_LOG_LEVEL", "INFO")}
@@ -324,6 +333,86 @@ def main() -> int:
         print(
             f"operator metrics after {r['scenario']} ({finished} runs finished so far): {r['operator_series']} series"
         )
+    return 0
+
+
+class Scraper:
+    """Reads the operator's /metrics every second, as Prometheus would (its cost is the operator's)."""
+
+    def __init__(self, op: OperatorProcess) -> None:
+        import threading
+
+        self.op, self.stop = op, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            with contextlib.suppress(OSError):
+                self.op.scrape()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def telemetry(args: argparse.Namespace) -> int:
+    """Operator CPU a task with telemetry off (metrics recorded, not served; no tracing) and on
+    (metrics served and scraped every second; every span sent over OTLP/gRPC to a real Collector,
+    all sampled), in turns: off, on, off, on, each with a fresh operator."""
+    from tests.support.otelcol import Collector
+
+    cp = ControlPlane.create(extra_stages=[KWOK_STAGES / "scriptrun-pod-autocomplete.yaml"])
+    cp.start(crds=ROOT / "crds")
+    (cp.workdir / "otelcol").mkdir()
+    collector = Collector(cp.workdir / "otelcol").start()
+    base = {"SCRIPTRUN_RESYNC_SECONDS": "60", "SCRIPTRUN_LOG_LEVEL": "INFO"}
+    traced = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.grpc_endpoint,
+    }
+    selected = {k: v for k, v in scenarios().items() if not args.only or args.only in k}
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        for turn, mode in enumerate(("off", "on", "off", "on")):
+            env = {**base, **traced} if mode == "on" else {**base, "SCRIPTRUN_METRICS_PORT": "0"}
+            op = OperatorProcess(cp, extra_env=env).start()  # extra_env wins over its own metrics port
+            scraper = Scraper(op) if mode == "on" else None
+            try:
+                for i, (label, tasks) in enumerate(selected.items()):
+                    ns = f"tel-{turn}-{i}"
+                    cp.kubectl("create", "namespace", ns)
+                    row = run(cp, op, label, tasks, ns, args.timeout)
+                    cpu_ms = 1000 * row["operator_cpu_s"] / row["tasks"]
+                    results.setdefault((label, mode), []).append(cpu_ms)
+                    print(
+                        f"{mode:>3} {label:<26} makespan {row['makespan_s']:.1f} s, "
+                        f"operator CPU {cpu_ms:.1f} ms a task",
+                        flush=True,
+                    )
+                    wait_for_no_pods(cp, ns)
+            finally:
+                if scraper is not None:
+                    scraper.close()
+                op.stop()
+        spans = len(collector.spans())
+    finally:
+        collector.stop(check=False)
+        cp.stop()
+    print()
+    print(f"spans the Collector received: {spans}")
+    worst = 0.0
+    for label in selected:
+        off, on = results[(label, "off")], results[(label, "on")]
+        ratio = (sum(on) / len(on)) / (sum(off) / len(off))
+        worst = max(worst, ratio)
+        print(
+            f"{label:<26} operator CPU a task: off {' '.join(f'{x:.1f}' for x in off)} ms, "
+            f"on {' '.join(f'{x:.1f}' for x in on)} ms: on/off {ratio:.2f} ({100 * (ratio - 1):+.0f}%)"
+        )
+    print(f"target: telemetry on costs < 10% more operator CPU: worst {100 * (worst - 1):+.0f}% ", end="")
+    print("(met)" if worst < 1.10 else "(NOT met)")
     return 0
 
 
