@@ -6,15 +6,11 @@ expected-empty, with the reason: the live sidecar panels, shown with data on the
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +20,7 @@ from scriptrun.telemetry.usage_metrics import metric_names
 from tests.support.controlplane import ControlPlane, _die_with_parent, free_port
 from tests.support.kube import Kube, scriptrun
 from tests.support.operator import OperatorProcess
+from tests.support.prometheus import api, tools
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "scriptrun" / "files" / "alerts.yaml"
@@ -32,26 +29,9 @@ MONITOR = "test.scriptrun.dev/monitor-message"  # and writes this as the monitor
 SUMMARY = {"cpuAvgPercent": 50.0, "memoryMaxMb": 12.5, "userTimeSeconds": 1.5, "systemTimeSeconds": 0.5}
 
 
-def _tools() -> tuple[str, str]:
-    """Debian's prometheus and promtool, installed if missing (as root)."""
-    if not (shutil.which("prometheus") and shutil.which("promtool")):
-        if os.geteuid() != 0:
-            pytest.skip("Prometheus tests need Debian's prometheus package: run as root to install it")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, env=env, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"],
-            check=True,
-            capture_output=True,
-            env=env,
-            timeout=900,
-        )
-    return str(shutil.which("prometheus")), str(shutil.which("promtool"))
-
-
 @pytest.fixture(scope="module")
 def prometheus(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
-    binary, _ = _tools()
+    binary, _ = tools()
     workdir = cluster.workdir / "prometheus"
     workdir.mkdir(exist_ok=True)
     port = free_port()
@@ -93,17 +73,9 @@ def prometheus(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[str
     log.close()
 
 
-def api(url: str, path: str, **params: str) -> Any:
-    query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(f"{url}/api/v1/{path}{query}", timeout=10) as resp:
-        body = json.loads(resp.read())
-    assert body["status"] == "success", body
-    return body["data"]
-
-
 def test_the_rule_file_is_generated_and_passes_promtool() -> None:
     assert RULES.read_text() == render(), "charts/scriptrun/files/alerts.yaml is stale: run make crds"
-    _, promtool = _tools()
+    _, promtool = tools()
     proc = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in proc.stdout
