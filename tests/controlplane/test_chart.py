@@ -112,6 +112,32 @@ def test_chart_ships_dashboards_and_podmonitors_only_when_enabled(cluster: Contr
     assert monitors["scriptrun-runs"]["namespaceSelector"] == {"matchNames": ["a", "b"]}
 
 
+def test_chart_sets_the_otel_variables_when_tracing_is_on(cluster: ControlPlane) -> None:
+    def operator_env(*values: str) -> dict[str, str]:
+        (deployment,) = [d for d in _render(cluster, *values) if d["kind"] == "Deployment"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert not [k for k in operator_env() if k.startswith("OTEL_")]
+    env = operator_env(
+        "tracing.enabled=true",
+        "tracing.endpoint=http://collector:4318",
+        "tracing.protocol=http/protobuf",
+        "tracing.sampleRatio=0.25",
+        "tracing.extraEnv.OTEL_EXPORTER_OTLP_TIMEOUT=5000",
+    )
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp" and env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio" and env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert env["OTEL_EXPORTER_OTLP_TIMEOUT"] == "5000" and env["OTEL_SERVICE_NAME"] == "scriptrun-operator"
+    proc = subprocess.run(
+        [cluster.binary("helm"), "template", "x", str(CHART), "--set", "tracing.enabled=true", "--kube-version=1.34.1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "tracing.endpoint is required" in proc.stderr
+
+
 def test_chart_rbac_is_enough_to_run_the_operator(
     cluster: ControlPlane, kube: Kube, live_operator: OperatorProcess
 ) -> None:
