@@ -96,6 +96,7 @@ def test_chart_ships_dashboards_and_podmonitors_only_when_enabled(cluster: Contr
     operator, runs = monitors["scriptrun"], monitors["scriptrun-runs"]
     relabel = {"action": "replace", "targetLabel": "job", "replacement": OPERATOR_JOB}
     assert operator["podMetricsEndpoints"][0]["relabelings"] == [relabel]
+    assert operator["podMetricsEndpoints"][0]["honorLabels"] is True  # the runs' `namespace` label stays
     assert runs["namespaceSelector"] == {"any": True} and runs["podMetricsEndpoints"][0]["honorLabels"] is True
     operator_pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
     body = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "ScriptRun", "metadata": {"name": "r"}}

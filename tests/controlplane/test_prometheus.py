@@ -32,6 +32,8 @@ SUMMARY = {"cpuAvgPercent": 50.0, "memoryMaxMb": 12.5, "userTimeSeconds": 1.5, "
 @pytest.fixture(scope="module")
 def prometheus(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
     binary, _ = tools()
+    if not operator.alive:  # an earlier test killed it: the port stays the same when it comes back
+        operator.start()
     workdir = cluster.workdir / "prometheus"
     workdir.mkdir(exist_ok=True)
     port = free_port()

@@ -24,7 +24,8 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60) -> OperatorProcess:
         port = free_port()
-        self.metrics_port = free_port()
+        # the metrics port stays the same across restarts, like a Deployment's: scrape configs hold
+        self.metrics_port = self.metrics_port or free_port()
         env = {
             **self.cluster.env(),
             "SCRIPTRUN_METRICS_PORT": str(self.metrics_port),
