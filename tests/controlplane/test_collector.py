@@ -5,7 +5,6 @@ No cluster: this uses none of the control-plane fixtures."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,17 +16,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from tests.support.otelcol import Collector, Span, otelcol_binary
+from tests.support.otelcol import Collector, Span, require_otelcol
 
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[Collector]:
-    try:
-        otelcol_binary()
-    except FileNotFoundError as err:
-        if os.environ.get("SCRIPTRUN_REQUIRE_CONTROLPLANE"):
-            pytest.fail(str(err))
-        pytest.skip(str(err))
+    require_otelcol()
     with Collector(tmp_path) as col:
         yield col
 

@@ -7,7 +7,6 @@ both reconcile every object); the next test module's `live_operator` starts the 
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube, scriptrun
 from tests.support.operator import OperatorProcess
-from tests.support.otelcol import Collector, Span, otelcol_binary
+from tests.support.otelcol import Collector, Span, require_otelcol
 
 EXIT = "test.scriptrun.dev/exit-code"  # kwok ends the pod with this exit code
 API = "scriptrun.dev/v1alpha1"
@@ -26,12 +25,7 @@ API = "scriptrun.dev/v1alpha1"
 
 @pytest.fixture(scope="module")
 def collector(cluster: ControlPlane) -> Iterator[Collector]:
-    try:
-        otelcol_binary()
-    except FileNotFoundError as err:
-        if os.environ.get("SCRIPTRUN_REQUIRE_CONTROLPLANE"):
-            pytest.fail(str(err))
-        pytest.skip(str(err))
+    require_otelcol()
     workdir = cluster.workdir / "otelcol"
     workdir.mkdir(exist_ok=True)
     with Collector(workdir) as col:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support.controlplane import _die_with_parent, _versions, binaries_dir, free_port
@@ -33,6 +35,16 @@ def otelcol_binary(bin_dir: Path | None = None) -> Path:
     if version is None or not path.exists():
         raise FileNotFoundError(f"{path} missing: run `make bins` (hack/k8s-binaries.sh)")
     return path
+
+
+def require_otelcol() -> None:
+    """Skip the test when the Collector is not built (fail instead under CI's SCRIPTRUN_REQUIRE_CONTROLPLANE)."""
+    try:
+        otelcol_binary()
+    except FileNotFoundError as err:
+        if os.environ.get("SCRIPTRUN_REQUIRE_CONTROLPLANE"):
+            pytest.fail(str(err))
+        pytest.skip(str(err))
 
 
 @dataclass(frozen=True)
