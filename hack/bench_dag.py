@@ -242,6 +242,13 @@ def main() -> int:
         help="compare the operator's CPU with metrics served and scraped and tracing on (a real Collector) "
         "against both off, alternating off/on twice",
     )
+    parser.add_argument(
+        "--on",
+        choices=("both", "metrics", "tracing"),
+        default="both",
+        help="with --telemetry: what `on` turns on (to see what costs what)",
+    )
+    parser.add_argument("--scrape-interval", type=float, default=15.0, help="with --telemetry: seconds")
     args = parser.parse_args()
     if args.telemetry:
         return telemetry(args)
@@ -336,20 +343,34 @@ def main() -> int:
     return 0
 
 
-class Scraper:
-    """Reads the operator's /metrics every second, as Prometheus would (its cost is the operator's)."""
+def thread_cpu(pid: int) -> str:
+    """The operator's CPU seconds so far, by thread name (the event loop is MainThread's `python`)."""
+    used: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            used[comm] += (int(fields[11]) + int(fields[12])) / 100.0
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.most_common(6))
 
-    def __init__(self, op: OperatorProcess) -> None:
+
+class Scraper:
+    """Reads the operator's /metrics every `interval` seconds, as Prometheus would (the cost is the
+    operator's; 15 s by default, a common setting: each scrape costs about 20 ms of its CPU)."""
+
+    def __init__(self, op: OperatorProcess, interval: float) -> None:
         import threading
 
-        self.op, self.stop = op, threading.Event()
+        self.op, self.interval, self.stop = op, interval, threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
-        while not self.stop.wait(1.0):
+        while True:
             with contextlib.suppress(OSError):
                 self.op.scrape()
+            if self.stop.wait(self.interval):
+                return
 
     def close(self) -> None:
         self.stop.set()
@@ -358,8 +379,8 @@ class Scraper:
 
 def telemetry(args: argparse.Namespace) -> int:
     """Operator CPU a task with telemetry off (metrics recorded, not served; no tracing) and on
-    (metrics served and scraped every second; every span sent over OTLP/gRPC to a real Collector,
-    all sampled), in turns: off, on, off, on, each on a fresh control plane with a fresh operator
+    (metrics served and scraped every --scrape-interval seconds; every span sent over OTLP/gRPC to a
+    real Collector, all sampled), in turns: off, on, off, on, each on a fresh control plane with a fresh operator
     (an operator started over earlier turns' thousands of objects would pay for reading them)."""
     import tempfile
 
@@ -376,12 +397,18 @@ def telemetry(args: argparse.Namespace) -> int:
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     series = 0
     try:
-        for mode in ("off", "on", "off", "on"):
+        for turn, mode in enumerate(("off", "on", "off", "on")):
             cp = ControlPlane.create(extra_stages=[KWOK_STAGES / "scriptrun-pod-autocomplete.yaml"])
             cp.start(crds=ROOT / "crds")
-            env = {**base, **traced} if mode == "on" else {**base, "SCRIPTRUN_METRICS_PORT": "0"}
+            env = {**base, "SCRIPTRUN_METRICS_PORT": "0"}
+            if mode == "on":
+                env = {**base, **(traced if args.on != "metrics" else {})}
+                if args.on == "tracing":
+                    env["SCRIPTRUN_METRICS_PORT"] = "0"
+            if args.profile:
+                env["SCRIPTRUN_PROFILE"] = f"{args.profile}.{turn}-{mode}"
             op = OperatorProcess(cp, extra_env=env).start()  # extra_env wins over its own metrics port
-            scraper = Scraper(op) if mode == "on" else None
+            scraper = Scraper(op, args.scrape_interval) if mode == "on" and args.on != "tracing" else None
             try:
                 for i, (label, tasks) in enumerate(selected.items()):
                     ns = f"tel-{i}"
@@ -395,8 +422,10 @@ def telemetry(args: argparse.Namespace) -> int:
                         flush=True,
                     )
                     wait_for_no_pods(cp, ns)
-                if mode == "on":
+                if mode == "on" and args.on != "tracing":
                     series = operator_series(op)
+                assert op.popen is not None
+                print(f"    operator CPU by thread: {thread_cpu(op.popen.pid)}", flush=True)
             finally:
                 if scraper is not None:
                     scraper.close()
