@@ -425,8 +425,12 @@ def telemetry(args: argparse.Namespace) -> int:
                     wait_for_no_pods(cp, ns)
                 if mode == "on" and args.on != "tracing":
                     series = operator_series(op)
-                assert op.popen is not None
-                print(f"    operator CPU by thread: {thread_cpu(op.popen.pid)}", flush=True)
+                assert op.popen is not None and collector.popen is not None
+                print(
+                    f"    operator CPU by thread: {thread_cpu(op.popen.pid)}; the Collector's CPU so far "
+                    f"(it shares the 2 cores): {cpu_seconds(collector.popen.pid):.1f} s",
+                    flush=True,
+                )
             finally:
                 if scraper is not None:
                     scraper.close()
