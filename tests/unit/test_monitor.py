@@ -110,7 +110,8 @@ def test_cpu_of_a_two_second_busy_loop(tmp_path: Path) -> None:
     assert code == 0
     cpu = summary["userTimeSeconds"] + summary["systemTimeSeconds"]
     assert abs(cpu - 2.0) <= 0.3, summary
-    assert 80 <= summary["cpuAvgPercent"] <= 115 and summary["cpuMaxPercent"] >= 80
+    # a busy loop has a whole core on a quiet machine; sharing 2 cores with a loaded test run, less
+    assert 50 <= summary["cpuAvgPercent"] <= 115 and summary["cpuMaxPercent"] >= 60
 
 
 def test_sampler_alone_measures_cpu_without_rusage() -> None:
