@@ -179,3 +179,42 @@ def test_a_failing_provider_falls_back_and_says_why() -> None:
     assert last.source == "default" and last.rates == DEFAULT_SPOT
     assert last.note == "aws: TimeoutError: pricing endpoint timed out; gcp: no price for m5.large"
     assert quote([], facts(None), NOW).note == "no price source configured"
+
+
+def test_a_runs_cost_sums_its_attempts_and_measures_the_last() -> None:
+    from datetime import timedelta
+
+    from scriptrun.cost.run import AttemptRuntime, run_cost
+
+    request = (ContainerUse(Decimal("0.5"), Decimal(1) * GIB),)
+    t0 = NOW
+    attempts = [
+        AttemptRuntime(1, "n", t0, t0 + timedelta(seconds=1800), request),  # failed: its requests
+        AttemptRuntime(2, "n", t0 + timedelta(hours=1), t0 + timedelta(hours=1, seconds=1800), request),
+        AttemptRuntime(3, None, None, None, request),  # never scheduled: costs nothing
+    ]
+    node = facts("m5.large")
+    quotes = {"n": Quote(RATES, "static", NOW)}
+    usage = {"available": True, "cpuAvgPercent": 80.0, "memoryAvgMb": 512.0}
+    # the last attempt is measured (80% of a core, 512 MiB on average); the failed one by its requests
+    cost = run_cost(attempts[:2], quotes, {"n": node}, usage)
+    assert cost is not None
+    first = Decimal("0.5") * Decimal("0.5") * Decimal("0.04") + Decimal("0.5") * Decimal("0.005")  # 0.0125
+    second = Decimal("0.8") * Decimal("0.5") * Decimal("0.04") + Decimal("0.5") * Decimal("0.005")  # 0.0185
+    assert Decimal(cost["amount"]) == first + second == Decimal("0.031")
+    assert cost["currency"] == "USD" and cost["source"] == "static" and cost["attempts"] == 2
+    assert cost["basis"] == {"cpu": "usage", "memory": "request", "gpu": "request"}
+    assert Decimal(cost["breakdown"]["cpu"]) + Decimal(cost["breakdown"]["memory"]) == Decimal(cost["amount"])
+    assert cost["node"] == {
+        "name": "n",
+        "provider": "aws",
+        "region": "us-east-1",
+        "instanceType": "m5.large",
+        "capacityType": "on-demand",
+    }
+    assert run_cost(attempts[2:], quotes, {}, usage) is None
+    # a fallback quote in another currency: no total, amounts per currency, and the reason
+    mixed = {"n": Quote(RATES, "static", NOW), "m": Quote(Rates("EUR", Decimal(1), Decimal(1)), "static", NOW)}
+    two = [attempts[0], AttemptRuntime(2, "m", t0, t0 + timedelta(seconds=36), request)]
+    split = run_cost(two, mixed, {}, None)
+    assert split is not None and "amount" not in split and set(split["byCurrency"]) == {"USD", "EUR"}
