@@ -303,7 +303,17 @@ class ControlPlane:
             time.sleep(0.3)
         raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}\n{self.logs('kube-apiserver')}")
 
-    def create_node(self, name: str) -> None:
+    def create_node(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str] | None = None,
+        provider_id: str | None = None,
+        capacity: dict[str, str] | None = None,
+        taints: list[dict[str, str]] | None = None,
+    ) -> None:
+        """A kwok node (64 CPUs, 512 GiB unless `capacity` says otherwise), e.g. shaped like a cloud's."""
+        resources = {"cpu": "64", "memory": "512Gi", "pods": "5000", **(capacity or {})}
         node = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -314,20 +324,22 @@ class ControlPlane:
                     "kubernetes.io/hostname": name,
                     "kubernetes.io/os": "linux",
                     "kubernetes.io/arch": "amd64",
+                    **(labels or {}),
                 },
                 "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             },
-            "spec": {},
+            "spec": {"providerID": provider_id} if provider_id else {},
             "status": {
-                "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "5000"},
-                "capacity": {"cpu": "64", "memory": "512Gi", "pods": "5000"},
+                "allocatable": resources,
+                "capacity": resources,
                 "nodeInfo": {"kubeletVersion": "fake", "architecture": "amd64", "operatingSystem": "linux"},
             },
         }
         self.request("POST", "/api/v1/nodes", node)
         # Admission adds the not-ready taint at creation; the node lifecycle controller (off here: no
         # real kubelets to watch over) would lift it. kwok keeps the node Ready, so lift it now.
-        self.request("PATCH", f"/api/v1/nodes/{name}", {"spec": {"taints": None}}, "application/merge-patch+json")
+        patch = {"spec": {"taints": taints or None}}
+        self.request("PATCH", f"/api/v1/nodes/{name}", patch, "application/merge-patch+json")
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}

@@ -218,3 +218,41 @@ def test_a_runs_cost_sums_its_attempts_and_measures_the_last() -> None:
     two = [attempts[0], AttemptRuntime(2, "m", t0, t0 + timedelta(seconds=36), request)]
     split = run_cost(two, mixed, {}, None)
     assert split is not None and "amount" not in split and set(split["byCurrency"]) == {"USD", "EUR"}
+
+
+def test_quantities_and_the_status_shape() -> None:
+    from scriptrun.controllers.costs import containers
+    from scriptrun.model.common import parse_quantity
+    from scriptrun.model.scriptrun import RunCost, RunTemplate, ScriptSource
+
+    assert [parse_quantity(q) for q in ("500m", "16Gi", "1e3", "100M", 2, "0.5")] == [
+        Decimal("0.5"),
+        Decimal(16 * 1024**3),
+        Decimal(1000),
+        Decimal(10**8),
+        Decimal(2),
+        Decimal("0.5"),
+    ]
+    with pytest.raises(ValueError):
+        parse_quantity("lots")
+    # requests, or limits where only those are set; the monitor sidecar's own requests
+    spec = RunTemplate.model_validate(
+        {"script": {"source": "x"}, "resources": {"limits": {"cpu": "2", "memory": "1Gi", "nvidia.com/gpu": 1}}}
+    )
+    main, monitor = containers(spec)
+    assert (main.cpu_request_cores, main.memory_request_bytes, main.gpu_request) == (2, GIB, 1)
+    assert (monitor.cpu_request_cores, monitor.memory_request_bytes) == (Decimal("0.01"), 32 * 1024 * 1024)
+    assert len(containers(RunTemplate(script=ScriptSource(source="x"), monitor={"enabled": False}))) == 1
+    # what run_cost returns is what the CRD's status.cost holds
+    from datetime import timedelta
+
+    from scriptrun.cost.run import AttemptRuntime, run_cost
+
+    cost = run_cost(
+        [AttemptRuntime(1, "n", NOW, NOW + timedelta(seconds=60), (main, monitor))],
+        {"n": Quote(RATES, "static", NOW, "why")},
+        {"n": facts("m5.large")},
+        None,
+    )
+    assert cost is not None
+    assert RunCost.model_validate(cost).dump() == cost

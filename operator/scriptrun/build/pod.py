@@ -29,6 +29,7 @@ from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
 IN_POD_SCRIPT_LIMIT = 32 * 1024
 RUN_VOLUME = "scriptrun-run"
 OUTPUTS_VOLUME = "scriptrun-outputs"
+MONITOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
 
 
 class RunRef(names.OwnerRef):
@@ -173,7 +174,7 @@ def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str
         "volumeMounts": _run_mounts(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "resources": {k: dict(v) for k, v in MONITOR_RESOURCES.items()},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

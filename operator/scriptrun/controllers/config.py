@@ -18,6 +18,7 @@ class OperatorConfig:
     workflow_status_interval_seconds: float = 1.0  # a running Workflow's status: at most one write this often
     metrics_port: int = 0  # where the operator serves Prometheus metrics (0: not served)
     metrics_task_labels: int = 0  # (workflow, task) pairs with their own metric labels (0: none)
+    prices_file: str | None = None  # the static price table (YAML); none: OpenCost's default rates
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -30,4 +31,5 @@ class OperatorConfig:
             workflow_status_interval_seconds=float(os.environ.get("SCRIPTRUN_WORKFLOW_STATUS_INTERVAL_SECONDS", "1")),
             metrics_port=int(os.environ.get("SCRIPTRUN_METRICS_PORT", "0") or 0),
             metrics_task_labels=int(os.environ.get("SCRIPTRUN_METRICS_TASK_LABELS", "0") or 0),
+            prices_file=os.environ.get("SCRIPTRUN_PRICES") or None,
         )

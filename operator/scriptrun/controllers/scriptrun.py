@@ -16,6 +16,7 @@ from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
+from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import clock
 from scriptrun.engine.observe import AttemptObservation, observe_pod, pending_cause, waiting_reason
@@ -62,6 +63,7 @@ def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
             # predecessor's pods (garbage collection removes them a little later)
             "ownerUid": ref.get("uid"),
         },
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
         "status": dict(body.get("status") or {}),
     }
     return (namespace, str(ref["name"])), snapshot
@@ -100,6 +102,7 @@ class ScriptRunController:
         self.config = config
         self.metrics = metrics
         self.tracing = tracing
+        self.costs = RunCosts(kube, price_sources(config.prices_file))
         self._traces: dict[Key, tuple[str, ObjectTrace | None]] = {}  # key -> (uid, its span)
         self.child_changed = child_changed
         self.bodies = Bodies()
@@ -204,6 +207,8 @@ class ScriptRunController:
             decision = again
             outcomes = await self._apply(self._operations(decision, body, spec, trace))
         self._trace_calls(trace, outcomes)
+        if decision.status.phase.terminal and not inputs.status.phase.terminal:
+            decision.status.cost = await self.costs.cost(spec, decision.status)
         await self._write_status(key, body, inputs.status, decision, trace)
         await self._apply([Emit(body, e.type, e.reason, e.message) for e in decision.events])
         if decision.status.phase.terminal:

@@ -24,7 +24,8 @@ class Quote:
 
 
 class PriceSource(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
         """This node's rates, or None when this source does not know it."""
@@ -106,6 +107,17 @@ class StaticPrices:
                 entry["hourly"], self.currency, vcpus=node.vcpus, ram_gib=node.memory_gib, gpus=node.gpus
             )
         return Rates(self.currency, entry["cpu"], entry["memory"], entry.get("gpu", Decimal(0)))
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A configured source that cannot be used (e.g. an invalid price table): every quote says why."""
+
+    name: str
+    reason: str
+
+    def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
+        raise PriceTableError(self.reason)
 
 
 def default_quote(node: NodeFacts, now: datetime, why: str) -> Quote:

@@ -88,12 +88,16 @@ def run_cost(
             cur: _text(sum((c.amount for c, _ in costs if c.currency == cur), Decimal(0))) for cur in currencies
         }
         return out
-    out["amount"] = _sum(c.amount for c, _ in costs)
-    out["breakdown"] = {
+    # each share rounded to a millionth, and the amount their sum: the figures add up as shown
+    shares = {
         "cpu": _sum(c.cpu for c, _ in costs),
         "memory": _sum(c.memory for c, _ in costs),
         "gpu": _sum(c.gpu for c, _ in costs),
     }
+    total = sum((Decimal(v) for v in shares.values()), Decimal(0))
+    out["amount"] = _text(total)
+    out["display"] = f"{total.quantize(Decimal('0.0001'))} {out['currency']}"
+    out["breakdown"] = shares
     notes = [q.note for _, q in costs if q.note]
     if notes:
         out["note"] = notes[-1]

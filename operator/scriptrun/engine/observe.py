@@ -55,6 +55,7 @@ class AttemptObservation:
     reason: str | None = None
     message: str | None = None
     usage: dict[str, Any] | None = None
+    node: str | None = None  # spec.nodeName, once scheduled
 
 
 def _terminated(statuses: list[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
@@ -123,12 +124,13 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
     phase = status.get("phase") or "Pending"
     name = meta.get("name", "")
     start = clock.parse(status.get("startTime"))
+    node = (pod.get("spec") or {}).get("nodeName")
     main = _terminated(status.get("containerStatuses"), MAIN_CONTAINER)
     if phase == "Running":
-        return AttemptObservation(attempt, name, "Running", start_time=start)
+        return AttemptObservation(attempt, name, "Running", start_time=start, node=node)
     if phase not in ("Succeeded", "Failed"):
         reason, message = pending_cause(status)
-        return AttemptObservation(attempt, name, "Pending", start_time=start, reason=reason, message=message)
+        return AttemptObservation(attempt, name, "Pending", start_time=start, reason=reason, message=message, node=node)
 
     monitor = _terminated(status.get("initContainerStatuses"), MONITOR_CONTAINER)
     usage = parse_usage((monitor or {}).get("message"), monitor_enabled=monitor_enabled)
@@ -146,12 +148,13 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
             "Completed",
             None,
             usage,
+            node,
         )
     reason = pod_reason or (main or {}).get("reason") or "Error"
     message = status.get("message") or (main or {}).get("message")
     if message:
         message = message.strip()[-MESSAGE_LIMIT:]
-    return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage)
+    return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage, node)
 
 
 HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the usage a workflow summary shows; the rest stays in the run

@@ -128,6 +128,7 @@ def _attempt_from(obs: AttemptObservation, previous: Attempt | None) -> Attempt:
         exit_code=obs.exit_code,
         reason=obs.reason,
         message=message,
+        node_name=obs.node or (previous.node_name if previous else None),
     )
 
 

@@ -130,6 +130,10 @@ class Kube:
         pod = await self._unless_gone(lambda: self.core.read_namespaced_pod(name, namespace))
         return None if pod is None else self._dict(pod)
 
+    async def get_node(self, name: str) -> dict[str, Any] | None:
+        node = await self._unless_gone(lambda: self.core.read_node(name))
+        return None if node is None else self._dict(node)
+
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         cm = await self._unless_gone(lambda: self.core.read_namespaced_config_map(name, namespace))
         return None if cm is None else self._dict(cm)

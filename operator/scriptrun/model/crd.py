@@ -163,6 +163,7 @@ def scriptrun_crd() -> JsonSchema:
             _column("Phase", ".status.phase"),
             _column("Attempts", ".status.attemptCount", "integer"),
             _column("Duration", ".status.duration"),
+            _column("Cost", ".status.cost.display"),
             _column("Age", ".metadata.creationTimestamp", "date"),
             _column("Message", ".status.message", priority=1),
         ],

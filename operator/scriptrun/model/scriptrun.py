@@ -176,6 +176,7 @@ class Attempt(ApiModel):
     )
     start_time: str | None = Field(default=None, description="The pod's startTime: when a node accepted it.")
     finish_time: str | None = None
+    node_name: str | None = Field(default=None, description="The node the pod was scheduled to.")
     exit_code: int | None = None
     reason: str | None = Field(
         default=None,
@@ -184,6 +185,38 @@ class Attempt(ApiModel):
     )
     message: str | None = None
     counted: bool = Field(default=True, description="False when an exit-code rule said Ignore.")
+
+
+class CostNode(ApiModel):
+    """The node the run's last attempt was priced on."""
+
+    name: str | None = None
+    provider: str | None = None
+    region: str | None = None
+    instance_type: str | None = None
+    capacity_type: str | None = None
+
+
+class RunCost(ApiModel):
+    """What the run cost: each attempt's pod, max(request, measured average) x runtime x the node's
+    rates. Amounts are decimal strings (to a millionth of the currency unit)."""
+
+    amount: str | None = Field(default=None, description="The total, when all attempts share a currency.")
+    currency: str
+    display: str | None = Field(default=None, description="The total rounded for display, e.g. 0.0310 USD.")
+    breakdown: dict[str, str] | None = Field(default=None, description="cpu, memory and gpu shares of the amount.")
+    basis: dict[str, str] | None = Field(
+        default=None, description="Per resource: usage (the measured average was larger) or request."
+    )
+    source: str = Field(description="Where the price came from: aws, azure, gcp, static or default.")
+    price_time: str | None = None
+    note: str | None = Field(default=None, description="Why this price source (a fallback's reason).")
+    attempts: int = 0
+    seconds: str | None = Field(default=None, description="The attempts' runtime, summed.")
+    node: CostNode | None = None
+    by_currency: dict[str, str] | None = Field(
+        default=None, description="Amounts per currency, when attempts were priced in more than one."
+    )
 
 
 class ScriptRunStatus(ApiModel):
@@ -209,6 +242,7 @@ class ScriptRunStatus(ApiModel):
     trace_id: str | None = Field(
         default=None, alias="traceID", description="The OpenTelemetry trace of this run (when traced and sampled)."
     )
+    cost: RunCost | None = Field(default=None, description="What the run cost, once it has finished.")
 
 
 class ScriptRun(ApiModel):
