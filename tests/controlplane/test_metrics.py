@@ -64,6 +64,9 @@ def test_operator_metrics_after_a_workflow(kube: Kube, live_operator: OperatorPr
     # usage from the monitor's summaries: 2 CPU seconds a run (the failed run's last attempt too)
     assert total(found, "scriptrun_used_cpu_seconds_total", namespace=ns) == 6.0
     assert total(found, "scriptrun_peak_memory_bytes_count", namespace=ns) == 3
+    # each finished run's cost, priced at OpenCost's defaults (no price table here; kwok-node-0 has no type)
+    costed = [lab for n, lab, _ in found if n == "scriptrun_cost_total" and lab.get("namespace") == ns]
+    assert costed and all(lab["currency"] == "USD" and lab["source"] == "default" for lab in costed)
     assert total(found, "scriptrun_reconciles_total", kind="ScriptRun", outcome="ok") >= 3
     assert total(found, "scriptrun_reconciles_total", kind="Workflow", outcome="ok") >= 1
     assert total(found, "scriptrun_actions_total", operation="Create", object="Pod", result="ok") >= 4

@@ -65,7 +65,8 @@ def test_the_chart_files_are_a_fresh_render() -> None:
 
 
 def test_dashboards_are_stable_and_pick_their_prometheus() -> None:
-    assert [b.uid for b in DASHBOARDS] == ["scriptrun-operator", "scriptrun-workflows-runs", "scriptrun-run-resources"]
+    uids = ["scriptrun-operator", "scriptrun-workflows-runs", "scriptrun-run-resources", "scriptrun-cost"]
+    assert [b.uid for b in DASHBOARDS] == uids
     for board in DASHBOARDS:
         model = json.loads((FILES / f"{board.uid}.json").read_text())
         assert model["uid"] == board.uid and model["title"] == board.title

@@ -396,3 +396,5 @@ class ScriptRunController:
             self.metrics.finished(KIND, namespace, phase, reason or phase, seconds, workflow, task)
         if after.usage and not before.usage and after.phase.terminal:
             self.metrics.used(namespace, after.usage, workflow, task)
+        if after.cost is not None and before.cost is None:
+            self.metrics.cost(namespace, after.cost.dump(), workflow, task)

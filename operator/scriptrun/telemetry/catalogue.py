@@ -118,6 +118,14 @@ PEAK_MEMORY = MetricSpec(
     MEMORY_BUCKETS,
 )
 
+COST = MetricSpec(
+    "scriptrun_cost_total",
+    "counter",
+    "currency units",
+    "What finished runs cost (status.cost), by namespace, currency and price source (static, default, a cloud).",
+    ("namespace", "currency", "source", "workflow", "task"),
+)
+
 CATALOGUE: tuple[MetricSpec, ...] = (
     RECONCILES,
     RECONCILE_SECONDS,
@@ -131,4 +139,5 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     POD_START,
     USED_CPU,
     PEAK_MEMORY,
+    COST,
 )

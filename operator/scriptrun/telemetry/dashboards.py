@@ -365,8 +365,61 @@ RESOURCES = Dashboard(
     ),
 )
 
-# the cost dashboard (scriptrun / cost) goes here, with the cost metrics
-DASHBOARDS: tuple[Dashboard, ...] = (OPERATOR, RUNS, RESOURCES)
+COST = Dashboard(
+    "scriptrun-cost",
+    "scriptrun / cost",
+    "What finished runs cost (status.cost): by namespace, by price source; docs/cost.md.",
+    (Variable("namespace", "scriptrun_cost_total", "namespace"),),
+    (
+        (
+            "Cost",
+            (
+                Panel(
+                    "Cost by namespace",
+                    "bars",
+                    "none",
+                    (
+                        Query(
+                            f"sum by (namespace, currency) (increase(scriptrun_cost_total{{{NS}}}[$__range]))",
+                            "{{namespace}} ({{currency}})",
+                            "scriptrun_cost_total",
+                        ),
+                    ),
+                    "What runs that finished in the time range cost, per namespace and currency.",
+                ),
+                Panel(
+                    "Cost per hour",
+                    "timeseries",
+                    "none",
+                    (
+                        Query(
+                            "sum by (namespace, currency) "
+                            f"(rate(scriptrun_cost_total{{{NS}}}[$__rate_interval])) * 3600",
+                            "{{namespace}} ({{currency}})",
+                            "scriptrun_cost_total",
+                        ),
+                    ),
+                    "The rate at which finishing runs add cost, per hour.",
+                ),
+                Panel(
+                    "Cost by price source",
+                    "bars",
+                    "none",
+                    (
+                        Query(
+                            f"sum by (source, currency) (increase(scriptrun_cost_total{{{NS}}}[$__range]))",
+                            "{{source}} ({{currency}})",
+                            "scriptrun_cost_total",
+                        ),
+                    ),
+                    "How much was priced from the table, a cloud's prices, or OpenCost's defaults (see each "
+                    "run's status.cost.note).",
+                ),
+            ),
+        ),
+    ),
+)
+DASHBOARDS: tuple[Dashboard, ...] = (OPERATOR, RUNS, RESOURCES, COST)
 
 
 def queries() -> Iterator[tuple[Dashboard, Panel, Query]]:

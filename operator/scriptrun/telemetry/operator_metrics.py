@@ -56,6 +56,7 @@ class OperatorMetrics:
         self._pod_start = _histogram(c.POD_START, r)
         self._used_cpu = _counter(c.USED_CPU, r)
         self._peak_memory = _histogram(c.PEAK_MEMORY, r)
+        self._cost = _counter(c.COST, r)
         self._objects = _Objects()
         r.register(self._objects)
 
@@ -122,3 +123,11 @@ class OperatorMetrics:
         peak = usage.get("memoryMaxMb")
         if isinstance(peak, int | float) and peak > 0:
             self._peak_memory.labels(namespace, *pair).observe(float(peak) * 1024 * 1024)
+
+    def cost(self, namespace: str, cost: Mapping[str, Any], workflow: str = "", task: str = "") -> None:
+        """A finished run's status.cost (nothing when its attempts were priced in several currencies)."""
+        amount = cost.get("amount")
+        if amount is None:
+            return
+        labels = (namespace, str(cost.get("currency")), str(cost.get("source")), *self._pair(workflow, task))
+        self._cost.labels(*labels).inc(float(amount))
