@@ -66,6 +66,8 @@ def priced(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[Operato
     op.start()
     yield op
     op.stop()
+    for name in NODES:  # other modules count the cluster's nodes in scheduler messages
+        cluster.request("DELETE", f"/api/v1/nodes/{name}")
     assert not [e for e in op.errors() if "Traceback" in e], op.tail()
 
 

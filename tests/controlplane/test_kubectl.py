@@ -45,8 +45,9 @@ def test_get_by_singular_name_prints_the_columns_and_the_category_lists_both_kin
     )
 
     run = table(kube, "scriptrun", "hello")
-    assert run[0] == ["NAME", "PHASE", "ATTEMPTS", "DURATION", "AGE"], run
+    assert run[0] == ["NAME", "PHASE", "ATTEMPTS", "DURATION", "COST", "AGE"], run
     assert run[1][:3] == ["hello", "Succeeded", "1"], run
+    assert run[1][5] == "USD", run  # the COST column reads e.g. "0.0000 USD" (docs/cost.md)
     wide = table(kube, "scriptrun", "hello", "-o", "wide")
     assert wide[0][-1] == "MESSAGE" and "succeeded on attempt 1" in " ".join(wide[1]), wide
 
