@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections import Counter
@@ -387,7 +388,8 @@ def telemetry(args: argparse.Namespace) -> int:
 
     from tests.support.otelcol import Collector
 
-    collector = Collector(Path(tempfile.mkdtemp(prefix="bench-otelcol-"))).start()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-otelcol-"))
+    collector = Collector(workdir).start()
     base = {"SCRIPTRUN_RESYNC_SECONDS": "60", "SCRIPTRUN_LOG_LEVEL": "INFO"}
     traced = {
         "OTEL_TRACES_EXPORTER": "otlp",
@@ -439,6 +441,7 @@ def telemetry(args: argparse.Namespace) -> int:
         spans = len(collector.spans())
     finally:
         collector.stop(check=False)
+        shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(f"spans the Collector received: {spans}; operator series after the last turn: {series}")
     totals = {"off": 0.0, "on": 0.0}
