@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -20,7 +19,7 @@ import yaml
 from scriptrun.engine import clock
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube, scriptrun
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, namespace, own_operator
 
 EXIT = "test.scriptrun.dev/exit-code"
 MONITOR = "test.scriptrun.dev/monitor-message"
@@ -60,10 +59,7 @@ def priced(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[Operato
             cluster.create_node(name, taints=[TAINT], **shape)
     prices = cluster.workdir / "prices.yaml"
     prices.write_text(yaml.safe_dump(PRICES))
-    operator.stop()
-    op = OperatorProcess(cluster, extra_env={"SCRIPTRUN_PRICES": str(prices)})
-    op.log = cluster.workdir / "operator-priced.log"
-    op.start()
+    op = own_operator(cluster, operator, {"SCRIPTRUN_PRICES": str(prices)}, "operator-priced.log")
     yield op
     op.stop()
     for name in NODES:  # other modules count the cluster's nodes in scheduler messages
@@ -73,10 +69,7 @@ def priced(cluster: ControlPlane, operator: OperatorProcess) -> Iterator[Operato
 
 @pytest.fixture
 def ns(cluster: ControlPlane, priced: OperatorProcess) -> Iterator[Kube]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield Kube(cluster, name, lambda: f"--- operator log:\n{priced.tail(40)}")
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    yield from namespace(cluster, priced)
 
 
 def pinned(name: str, node: str) -> dict[str, Any]:

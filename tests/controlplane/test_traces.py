@@ -7,7 +7,6 @@ both reconcile every object); the next test module's `live_operator` starts the 
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube, scriptrun
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, namespace, own_operator
 from tests.support.otelcol import Collector, Span, require_otelcol
 
 EXIT = "test.scriptrun.dev/exit-code"  # kwok ends the pod with this exit code
@@ -34,10 +33,7 @@ def collector(cluster: ControlPlane) -> Iterator[Collector]:
 
 @pytest.fixture(scope="module")
 def traced(cluster: ControlPlane, operator: OperatorProcess, collector: Collector) -> Iterator[OperatorProcess]:
-    operator.stop()
-    op = OperatorProcess(cluster, extra_env=otel_env(collector, "grpc"))
-    op.log = cluster.workdir / "operator-traced.log"
-    op.start()
+    op = own_operator(cluster, operator, otel_env(collector, "grpc"), "operator-traced.log")
     yield op
     op.stop()
     assert not [e for e in op.errors() if "Traceback" in e], op.tail()
@@ -58,10 +54,7 @@ def otel_env(collector: Collector, protocol: str) -> dict[str, str]:
 
 @pytest.fixture
 def ns(cluster: ControlPlane, traced: OperatorProcess) -> Iterator[Kube]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    yield Kube(cluster, name, lambda: f"--- operator log:\n{traced.tail(40)}")
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    yield from namespace(cluster, traced)
 
 
 def task(name: str, exit_code: int | None, **kw: Any) -> dict[str, Any]:

@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.controlplane import ControlPlane, _die_with_parent, free_port
+from tests.support.kube import Kube
 
 
 class OperatorProcess:
@@ -99,3 +102,20 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def own_operator(cluster: ControlPlane, session: OperatorProcess, env: dict[str, str], log: str) -> OperatorProcess:
+    """A module's own operator (extra settings) in place of the session one: two operators would
+    both reconcile every object. The next module's `live_operator` starts the session one again."""
+    session.stop()
+    op = OperatorProcess(cluster, extra_env=env)
+    op.log = cluster.workdir / log
+    return op.start()
+
+
+def namespace(cluster: ControlPlane, op: OperatorProcess) -> Iterator[Kube]:
+    """A fresh namespace for one test, watched by `op` (deleted afterwards, without waiting)."""
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", ns)
+    yield Kube(cluster, ns, lambda: f"--- operator log:\n{op.tail(40)}")
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)

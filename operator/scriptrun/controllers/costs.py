@@ -14,7 +14,7 @@ import yaml
 
 from scriptrun.build.pod import MONITOR_RESOURCES
 from scriptrun.cost.allocation import ContainerUse
-from scriptrun.cost.nodes import NodeFacts, node_facts
+from scriptrun.cost.nodes import GPU_RESOURCES, NodeFacts, node_facts
 from scriptrun.cost.prices import PriceSource, PriceTableError, StaticPrices, Unavailable, quote
 from scriptrun.cost.run import AttemptRuntime, run_cost
 from scriptrun.engine import clock
@@ -24,7 +24,6 @@ from scriptrun.model.scriptrun import MonitorSpec, RunCost, RunTemplate, ScriptR
 
 log = logging.getLogger(__name__)
 NODE_TTL_SECONDS = 600.0
-GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 
 
 def _q(values: dict[str, Any] | None, key: str) -> Decimal:

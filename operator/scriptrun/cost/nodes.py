@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
+from scriptrun.cost.allocation import GIB
+
 Provider = Literal["aws", "azure", "gcp", "unknown"]
 Capacity = Literal["on-demand", "spot"]
 
@@ -28,7 +30,6 @@ SPOT_LABELS: dict[str, tuple[str, ...]] = {
     "cloud.google.com/gke-spot": ("true",),
 }
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
-GIB = Decimal(1024**3)
 
 
 @dataclass(frozen=True)
