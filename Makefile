@@ -31,7 +31,7 @@ $(UV):
 	$(TOOLS)/bin/pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 
 venv: $(UV)
-	$(UV) sync --frozen --python $(PYTHON) -q
+	$(UV) sync --frozen --all-extras --python $(PYTHON) -q
 
 bins:
 	bash hack/k8s-binaries.sh >/dev/null

@@ -85,7 +85,7 @@ PYVER=$(run_in "$BASE" python3 -c 'import sys; print(f"{sys.version_info[0]}.{sy
 SITE="usr/local/lib/python$PYVER/dist-packages"
 WORK=$(mktemp -d "$IMG/work.XXXXXX")  # on the stages' file system: hard links
 trap 'rm -rf "$WORK"' EXIT
-"$UV" export --project "$ROOT_DIR" --frozen --no-dev --no-emit-project --no-hashes --no-header -q \
+"$UV" export --project "$ROOT_DIR" --frozen --no-dev --all-extras --no-emit-project --no-hashes --no-header -q \
   -o "$WORK/locked.txt" >/dev/null
 
 # -- stage-deps: user + every locked dependency, compiled ----------------------------------------

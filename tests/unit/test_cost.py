@@ -161,12 +161,18 @@ def test_a_bad_price_table_is_refused_naming_the_entry(doc: dict[str, object], f
 class Failing:
     name = "aws"
 
+    def serves(self, node: NodeFacts) -> bool:
+        return True
+
     def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
         raise TimeoutError("pricing endpoint timed out")
 
 
 class Unknown:
     name = "gcp"
+
+    def serves(self, node: NodeFacts) -> bool:
+        return True
 
     def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
         return None

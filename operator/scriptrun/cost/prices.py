@@ -21,14 +21,18 @@ class Quote:
     source: str  # "aws", "azure", "gcp", "static", "default"
     at: datetime  # when the price was read (or configured)
     note: str | None = None  # why this source (a fallback's reason)
+    detail: str | None = None  # what the price was read from (a SKU, a meter, a table entry)
 
 
 class PriceSource(Protocol):
     @property
     def name(self) -> str: ...
 
+    def serves(self, node: NodeFacts) -> bool:
+        """Whether to ask this source for this node at all (a cloud provider's only its own nodes)."""
+
     def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
-        """This node's rates, or None when this source does not know it."""
+        """This node's rates, or None when this source does not know it; raises when it fails."""
 
 
 class PriceTableError(ValueError):
@@ -90,6 +94,9 @@ class StaticPrices:
             tables[section] = table
         return cls(currency.upper(), tables["nodes"], tables["spot"], configured)
 
+    def serves(self, node: NodeFacts) -> bool:
+        return True
+
     def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
         spot = node.capacity_type == "spot"
         for table, label in ((self.spot, "spot"), (self.nodes, "nodes")) if spot else ((self.nodes, "nodes"),):
@@ -98,7 +105,8 @@ class StaticPrices:
                 if entry is None:
                     continue
                 note = None if key != "default" else f"{label}.default (no entry for {node.instance_type})"
-                return Quote(self._rates(entry, node), self.name, self.configured or now, note)
+                rates = self._rates(entry, node)
+                return Quote(rates, self.name, self.configured or now, note, f"{label}.{key}")
         return None
 
     def _rates(self, entry: dict[str, Decimal], node: NodeFacts) -> Rates:
@@ -116,6 +124,9 @@ class Unavailable:
     name: str
     reason: str
 
+    def serves(self, node: NodeFacts) -> bool:
+        return True
+
     def quote(self, node: NodeFacts, now: datetime) -> Quote | None:
         raise PriceTableError(self.reason)
 
@@ -131,6 +142,8 @@ def quote(sources: list[PriceSource], node: NodeFacts, now: datetime) -> Quote:
     which failed and why (a provider failure never fails a run)."""
     failures: list[str] = []
     for source in sources:
+        if not source.serves(node):
+            continue
         try:
             found = source.quote(node, now)
         except Exception as err:  # a provider's API down, throttled or answering nonsense
@@ -139,7 +152,7 @@ def quote(sources: list[PriceSource], node: NodeFacts, now: datetime) -> Quote:
         if found is not None:
             if failures:
                 note = "; ".join(failures + ([found.note] if found.note else []))
-                return Quote(found.rates, found.source, found.at, note)
+                return Quote(found.rates, found.source, found.at, note, found.detail)
             return found
         failures.append(f"{source.name}: no price for {node.instance_type or 'this node'}")
     return default_quote(node, now, "; ".join(failures) or "no price source configured")

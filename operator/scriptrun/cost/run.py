@@ -98,6 +98,8 @@ def run_cost(
     out["amount"] = _text(total)
     out["display"] = f"{total.quantize(Decimal('0.0001'))} {out['currency']}"
     out["breakdown"] = shares
+    if quote.detail:
+        out["priceDetail"] = quote.detail
     notes = [q.note for _, q in costs if q.note]
     if notes:
         out["note"] = notes[-1]

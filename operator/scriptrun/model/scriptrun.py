@@ -210,6 +210,9 @@ class RunCost(ApiModel):
     )
     source: str = Field(description="Where the price came from: aws, azure, gcp, static or default.")
     price_time: str | None = None
+    price_detail: str | None = Field(
+        default=None, description="What the price was read from: the provider's SKU or meter, or the table entry."
+    )
     note: str | None = Field(default=None, description="Why this price source (a fallback's reason).")
     attempts: int = 0
     seconds: str | None = Field(default=None, description="The attempts' runtime, summed.")
