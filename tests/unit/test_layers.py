@@ -1,7 +1,7 @@
 """The architecture's contracts, enforced by import-linter (pyproject.toml [tool.importlinter]):
 layers model < engine < build < k8s < controllers < handlers; only k8s imports the Kubernetes
 client; the two controllers (and their Kopf registrations) independent; the local backend needs no
-cluster; the model does no file I/O."""
+cluster; the model does no file I/O; the price providers know nothing of Kubernetes."""
 
 import ast
 import os
@@ -21,6 +21,7 @@ CONTRACTS = {
     "The ScriptRun and Workflow Kopf registrations are independent",
     "The local backend needs no cluster",
     "The model does no file I/O",
+    "The price providers know nothing of Kubernetes, Kopf or the controllers",
 }
 
 

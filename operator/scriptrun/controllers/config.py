@@ -19,6 +19,8 @@ class OperatorConfig:
     metrics_port: int = 0  # where the operator serves Prometheus metrics (0: not served)
     metrics_task_labels: int = 0  # (workflow, task) pairs with their own metric labels (0: none)
     prices_file: str | None = None  # the static price table (YAML); none: OpenCost's default rates
+    price_providers: tuple[str, ...] = ()  # cloud price APIs asked first for their own nodes: aws, azure, gcp
+    price_currency: str = "USD"  # the currency asked of Azure and GCP (AWS prices are in USD)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -32,4 +34,8 @@ class OperatorConfig:
             metrics_port=int(os.environ.get("SCRIPTRUN_METRICS_PORT", "0") or 0),
             metrics_task_labels=int(os.environ.get("SCRIPTRUN_METRICS_TASK_LABELS", "0") or 0),
             prices_file=os.environ.get("SCRIPTRUN_PRICES") or None,
+            price_providers=tuple(
+                p.strip().lower() for p in os.environ.get("SCRIPTRUN_PRICE_PROVIDERS", "").split(",") if p.strip()
+            ),
+            price_currency=(os.environ.get("SCRIPTRUN_PRICE_CURRENCY") or "USD").upper(),
         )

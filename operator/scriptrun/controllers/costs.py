@@ -4,7 +4,9 @@ cannot be read is left out, a price source that fails falls back, and the status
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +23,7 @@ from scriptrun.engine import clock
 from scriptrun.k8s.api import Kube
 from scriptrun.model.common import parse_quantity
 from scriptrun.model.scriptrun import MonitorSpec, RunCost, RunTemplate, ScriptRunStatus
+from scriptrun.pricing.sources import cloud_sources
 
 log = logging.getLogger(__name__)
 NODE_TTL_SECONDS = 600.0
@@ -49,9 +52,14 @@ def containers(spec: RunTemplate) -> tuple[ContainerUse, ...]:
     return main, ContainerUse(_q(sidecar, "cpu"), _q(sidecar, "memory"))
 
 
-def price_sources(prices_file: str | None) -> list[PriceSource]:
-    """The configured price sources: the static table in `prices_file` (YAML, see StaticPrices). An
-    unreadable or invalid table is logged and every cost says why it fell back to the defaults."""
+def price_sources(prices_file: str | None, providers: tuple[str, ...] = (), currency: str = "USD") -> list[PriceSource]:
+    """The configured price sources, asked in this order: the cloud providers' APIs (each for its own
+    nodes), then the static table in `prices_file` (YAML, see StaticPrices); OpenCost's defaults last.
+    An unreadable or invalid table is logged and every cost says why it fell back."""
+    return cloud_sources(list(providers), currency, os.environ) + static_sources(prices_file)
+
+
+def static_sources(prices_file: str | None) -> list[PriceSource]:
     if not prices_file:
         return []
     try:
@@ -99,6 +107,7 @@ class RunCosts:
             found = await self.node(name)
             if found is not None:
                 facts[name] = found
-                quotes[name] = quote(self.sources, found, now)
+                # a cloud price API may be asked (in a thread: the event loop never waits on it)
+                quotes[name] = await asyncio.to_thread(quote, self.sources, found, now)
         computed = run_cost(attempts, quotes, facts, status.usage)
         return RunCost.model_validate(computed) if computed else None

@@ -18,6 +18,7 @@ from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, o
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
+from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
 from scriptrun.engine.observe import AttemptObservation, observe_pod, pending_cause, waiting_reason
 from scriptrun.engine.run import (
@@ -30,6 +31,7 @@ from scriptrun.engine.run import (
     StartAttempt,
     StopAttempt,
     decide_run,
+    judge_budget,
 )
 from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
@@ -102,7 +104,7 @@ class ScriptRunController:
         self.config = config
         self.metrics = metrics
         self.tracing = tracing
-        self.costs = RunCosts(kube, price_sources(config.prices_file))
+        self.costs = RunCosts(kube, price_sources(config.prices_file, config.price_providers, config.price_currency))
         self._traces: dict[Key, tuple[str, ObjectTrace | None]] = {}  # key -> (uid, its span)
         self.child_changed = child_changed
         self.bodies = Bodies()
@@ -199,7 +201,12 @@ class ScriptRunController:
         fresh = not inputs.status.attempts and not inputs.observed and not inputs.status.phase.terminal
         if inputs.blocked is None and fresh:
             inputs = replace(inputs, blocked=await self._check_inputs(key[0], spec))
+        inputs = replace(inputs, spot_nodes=await self._spot_nodes(inputs))
         decision = decide_run(inputs)
+        over = await self._over_budget(spec, decision)
+        if over is not None:
+            inputs = replace(inputs, over_budget=over)
+            decision = decide_run(inputs)
         trace = self._trace(key, body)
         outcomes = await self._apply(self._operations(decision, body, spec, trace))
         again = await self._second_look(key, inputs, outcomes)
@@ -209,6 +216,7 @@ class ScriptRunController:
         self._trace_calls(trace, outcomes)
         if decision.status.phase.terminal and not inputs.status.phase.terminal:
             decision.status.cost = await self.costs.cost(spec, decision.status)
+            decision.events.extend(judge_budget(spec, decision.status, inputs.now, inputs.generation))
         await self._write_status(key, body, inputs.status, decision, trace)
         await self._apply([Emit(body, e.type, e.reason, e.message) for e in decision.events])
         if decision.status.phase.terminal:
@@ -246,6 +254,35 @@ class ScriptRunController:
             attempt_name=lambda n: names.pod_name(name, n),
             held=frozenset(held),
         )
+
+    async def _spot_nodes(self, inputs: RunInputs) -> frozenset[str]:
+        """The spot nodes among those of attempts failing now (read only then: a pod lost on a spot
+        node is a reclaim, retried without counting)."""
+        recorded = {a.attempt: a for a in inputs.status.attempts}
+        nodes = {
+            o.node
+            for n, o in inputs.observed.items()
+            if o.state == "Failed" and o.node and not (n in recorded and recorded[n].phase.terminal)
+        }
+        nodes |= {a.node_name for a in inputs.status.attempts if a.node_name and not a.phase.terminal}
+        spot = set()
+        for name in sorted(n for n in nodes if n):
+            facts = await self.costs.node(name)
+            if facts is not None and facts.capacity_type == "spot":
+                spot.add(name)
+        return frozenset(spot)
+
+    async def _over_budget(self, spec: RunTemplate, decision: Decision) -> str | None:
+        """With a Stop budget, before another attempt: whether the attempts so far spent it."""
+        budget = getattr(spec, "budget", None)
+        retrying = decision.status.next_attempt_time is not None or any(
+            isinstance(a, StartAttempt) for a in decision.actions
+        )
+        if budget is None or budget.action != "Stop" or not retrying or not decision.status.attempts:
+            return None
+        spent = await self.costs.cost(spec, decision.status)
+        verdict = budgets.judge(budget, budgets.add_up([spent.dump() if spent else None]))
+        return verdict.message if verdict.exceeded else None
 
     async def _check_inputs(self, namespace: str, spec: RunTemplate) -> Blocked | None:
         """What only the operator can see: a ConfigMap that is not there, or lacks the key."""
@@ -365,15 +402,16 @@ class ScriptRunController:
         if outcome.body is None:
             return
         self.bodies.update(key, outcome.body)
-        self._count(outcome.body["metadata"], before, decision.status)
+        self._count(outcome.body, before, decision.status)
         if trace is not None:
             self.tracing.emit(run_spans(trace, outcome.body["metadata"], before, decision.status))
         if "phase" in patch or waiting_reason(new) != waiting_reason(old):
             self._tell_parent(outcome.body)
 
-    def _count(self, meta: dict[str, Any], before: ScriptRunStatus, after: ScriptRunStatus) -> None:
+    def _count(self, body: dict[str, Any], before: ScriptRunStatus, after: ScriptRunStatus) -> None:
         """The metrics of what this write recorded: attempts started and ended, a retry, the end of
-        the run, its usage."""
+        the run, its usage, its cost and budget."""
+        meta = body["metadata"]
         namespace = str(meta.get("namespace"))
         labels = meta.get("labels") or {}
         workflow, task = labels.get(names.LABEL_WORKFLOW, ""), labels.get(names.LABEL_TASK, "")
@@ -398,3 +436,6 @@ class ScriptRunController:
             self.metrics.used(namespace, after.usage, workflow, task)
         if after.cost is not None and before.cost is None:
             self.metrics.cost(namespace, after.cost.dump(), workflow, task)
+        if budgets.budget_exceeded(after.conditions) and not budgets.budget_exceeded(before.conditions):
+            budget = (body.get("spec") or {}).get("budget") or {}
+            self.metrics.budget_exceeded(KIND, namespace, str(budget.get("action") or "Warn"))

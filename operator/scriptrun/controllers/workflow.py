@@ -21,6 +21,7 @@ from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, h
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import clock
+from scriptrun.engine.budget import budget_exceeded
 from scriptrun.engine.dag import Plan, PlanError, build_plan
 from scriptrun.engine.observe import ChildObservation, observe_child
 from scriptrun.engine.workflow import (
@@ -361,6 +362,9 @@ class WorkflowController:
             self._desired[key] = (body["metadata"].get("uid"), decision.status)
             self.writer.kick(key)
         after = decision.status
+        if budget_exceeded(after.conditions) and not budget_exceeded(before.conditions):
+            budget = (body.get("spec") or {}).get("budget") or {}
+            self.metrics.budget_exceeded(KIND, key[0], str(budget.get("action") or "Warn"))
         if WorkflowPhase(after.phase).terminal and not WorkflowPhase(before.phase).terminal:
             reason = next((c.reason for c in after.conditions if c.type == "Completed"), None) or after.phase
             begin, end = clock.parse(after.started_at), clock.parse(after.finished_at)

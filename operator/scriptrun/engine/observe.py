@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -56,6 +56,7 @@ class AttemptObservation:
     message: str | None = None
     usage: dict[str, Any] | None = None
     node: str | None = None  # spec.nodeName, once scheduled
+    disruption: str | None = None  # the DisruptionTarget condition's reason, when the pod was disrupted
 
 
 def _terminated(statuses: list[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
@@ -117,8 +118,23 @@ def parse_usage(message: str | None, *, monitor_enabled: bool) -> dict[str, Any]
     return data
 
 
+def disruption_of(status: dict[str, Any]) -> str | None:
+    """Why the pod is being disrupted (a spot reclaim seen as a node shutdown, a drain, preemption):
+    the reason of its DisruptionTarget condition (Kubernetes 1.26+), while True."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return str(cond.get("reason") or "DisruptionTarget")
+    return None
+
+
 def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> AttemptObservation:
     """Map a Pod (as returned by the API) onto an attempt observation."""
+    found = _observe_pod(pod, attempt, monitor_enabled=monitor_enabled)
+    disruption = disruption_of(pod.get("status") or {})
+    return replace(found, disruption=disruption) if disruption else found
+
+
+def _observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> AttemptObservation:
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     phase = status.get("phase") or "Pending"
@@ -158,6 +174,7 @@ def observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) -> 
 
 
 HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the usage a workflow summary shows; the rest stays in the run
+COST_FIELDS = ("amount", "currency", "byCurrency")  # what a workflow adds up of a child's status.cost
 ChildPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -180,6 +197,7 @@ class ChildObservation:
     outputs_error: str | None = None
     usage: dict[str, Any] | None = None
     stopping: bool = False
+    cost: dict[str, Any] | None = None  # the child's status.cost: amount and currency (or byCurrency)
 
 
 def waiting_reason(status: dict[str, Any]) -> str | None:
@@ -196,6 +214,7 @@ def observe_child(status: dict[str, Any], *, stopping: bool = False) -> ChildObs
     conditions = status.get("conditions") or []
     failed = next((c for c in conditions if c.get("type") == "Failed" and c.get("status") == "True"), None)
     usage = status.get("usage") or {}
+    cost = status.get("cost") or {}
     waiting = None if failed else waiting_reason(status)
     phase = status.get("phase")
     return ChildObservation(
@@ -210,4 +229,5 @@ def observe_child(status: dict[str, Any], *, stopping: bool = False) -> ChildObs
         outputs_error=status.get("outputsError"),
         usage={k: usage[k] for k in HEADLINE if k in usage} or None,
         stopping=stopping,
+        cost={k: cost[k] for k in COST_FIELDS if k in cost} or None,
     )

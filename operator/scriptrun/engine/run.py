@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
 from scriptrun.engine.backoff import backoff_seconds
 from scriptrun.engine.conditions import set_condition
@@ -103,6 +104,8 @@ class RunInputs:
     attempt_name: Callable[[int], str] = lambda n: f"attempt-{n}"
     held: frozenset[str] = frozenset()
     refused: Refusal | None = None
+    spot_nodes: frozenset[str] = frozenset()  # nodes (of this run's attempts) the backend knows are spot
+    over_budget: str | None = None  # spec.budget (action Stop) is spent by the attempts so far: why
 
 
 @dataclass
@@ -129,6 +132,7 @@ def _attempt_from(obs: AttemptObservation, previous: Attempt | None) -> Attempt:
         reason=obs.reason,
         message=message,
         node_name=obs.node or (previous.node_name if previous else None),
+        disruption=obs.disruption or (previous.disruption if previous else None),
     )
 
 
@@ -439,7 +443,10 @@ def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) 
         return _Outcome(
             failed, f"exit code {last.exit_code} matched an exit-code rule with action Fail", "ExitCodeRule"
         )
-    if not _policy_allows(strategy, kind):
+    if inp.over_budget is not None:
+        return _Outcome(failed, f"no retry: {inp.over_budget} (spec.budget.action: Stop)", "BudgetExceeded")
+    disrupted = last.disruption is not None and not last.counted
+    if not disrupted and not _policy_allows(strategy, kind):
         message = f"attempt {last.attempt} failed ({_failure_text(last)}); retryPolicy {strategy.retry_policy} "
         message += "does not retry it" if strategy.limit else "and no retries are configured"
         return _Outcome(failed, message, last.reason or "Error")
@@ -486,6 +493,51 @@ def _next_phase(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> 
     return _after_failure(decision, inp, attempts)
 
 
+def judge_budget(spec: RunTemplate, status: ScriptRunStatus, now: datetime, generation: int) -> list[RunEvent]:
+    """spec.budget against the finished run's status.cost: the BudgetExceeded condition, and a
+    Warning Event when it is exceeded (the backend calls this once the cost is known)."""
+    budget = getattr(spec, "budget", None)
+    if budget is None or status.cost is None:
+        return []
+    verdict = budgets.judge(budget, budgets.add_up([status.cost.dump()]))
+    before = next((c for c in status.conditions if c.type == budgets.CONDITION), None)
+    set_condition(
+        status.conditions, budgets.CONDITION, verdict.exceeded, verdict.reason, verdict.message, now, generation
+    )
+    if verdict.exceeded and (before is None or before.status != "True"):
+        return [RunEvent("Warning", verdict.reason, verdict.message)]
+    return []
+
+
+SPOT_RECLAIM = "SpotReclaim"
+
+
+def _mark_disruptions(
+    decision: Decision, inp: RunInputs, attempts: list[Attempt], previous: dict[int, Attempt]
+) -> None:
+    """An attempt that just failed because its pod was disrupted (its DisruptionTarget condition, or
+    lost on a spot node: evicted, node gone, deleted) is not counted against the retry limit, up to
+    spec.disruptionRetries such attempts (a Job's podFailurePolicy Ignore on DisruptionTarget)."""
+    for i, att in enumerate(attempts):
+        before = previous.get(att.attempt)
+        if att.phase != RunPhase.FAILED or (before is not None and before.phase.terminal):
+            continue
+        cause = att.disruption
+        if cause is None and att.node_name in inp.spot_nodes and _failure_kind(att) == "error":
+            cause = SPOT_RECLAIM
+        if cause is None or att.reason in PENDING_REASONS:
+            continue
+        earlier = sum(1 for a in attempts[:i] if a.disruption and not a.counted)
+        within = earlier < inp.spec.disruption_retries
+        attempts[i] = att.model_copy(update={"disruption": cause, "counted": not within})
+        note = (
+            "not counted against the retry limit" if within else f"disruptionRetries={inp.spec.disruption_retries} used"
+        )
+        decision.events.append(
+            RunEvent("Warning", "Disrupted", f"attempt {att.attempt}: pod disrupted ({cause}); {note}")
+        )
+
+
 def _advance(inp: RunInputs) -> Decision:
     """A live run: merge what is observed, enforce limits, pick the next phase, set conditions."""
     strategy = inp.spec.retry_strategy or RetryStrategy()
@@ -503,7 +555,8 @@ def _advance(inp: RunInputs) -> Decision:
             failure = f"attempt {att.attempt} failed: {att.reason}, exit code {att.exit_code}"
             decision.events.append(RunEvent("Warning", "AttemptFailed", failure))
     _enforce_limits(decision, inp, attempts)
-    # Ignore rules are sticky per attempt, decided when the attempt failed.
+    # Ignore rules and disruptions are sticky per attempt, decided when the attempt failed.
+    _mark_disruptions(decision, inp, attempts, previous)
     for i, att in enumerate(attempts):
         if att.phase == RunPhase.FAILED and _exit_code_action(strategy, att.exit_code) == "Ignore":
             attempts[i] = att.model_copy(update={"counted": False})

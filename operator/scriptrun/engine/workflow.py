@@ -14,13 +14,22 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock, expressions, params
 from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.dag import Node, Plan, aggregate_output, declared_outputs
 from scriptrun.engine.observe import HEADLINE, ChildObservation
 from scriptrun.engine.run import RunEvent
 from scriptrun.model.scriptrun import RunTemplate
-from scriptrun.model.workflow import NodePhase, TaskSummary, WorkflowPhase, WorkflowSpec, WorkflowStatus, WorkflowTask
+from scriptrun.model.workflow import (
+    NodePhase,
+    TaskSummary,
+    WorkflowCost,
+    WorkflowPhase,
+    WorkflowSpec,
+    WorkflowStatus,
+    WorkflowTask,
+)
 
 DAG_FIELDS = {"name", "dependencies", "depends", "when", "matrix", "outputs", "parameters"}
 __all__ = ["HEADLINE", "ChildObservation", "WorkflowDecision", "decide_workflow", "invalid_workflow"]
@@ -136,6 +145,7 @@ def _summary_from_child(obs: ChildObservation) -> TaskSummary:
         message=obs.message if obs.phase == "Failed" or waiting else None,
         outputs=obs.outputs,
         usage=headline,
+        cost=budgets.cost_text(obs.cost),
     )
 
 
@@ -365,6 +375,9 @@ class _Limits:
     terminate: bool  # shutdown: Terminate
     stop: bool  # shutdown: Stop, or the deadline passed
     started: datetime
+    sums: budgets.Sums  # what the children cost so far
+    budget: budgets.Verdict | None  # spec.budget's verdict on it
+    budget_stop: bool  # the budget is exceeded and its action is Stop: nothing new starts
 
 
 def _limits(inp: WorkflowInputs, state: _State, decision: WorkflowDecision) -> _Limits:
@@ -385,7 +398,20 @@ def _limits(inp: WorkflowInputs, state: _State, decision: WorkflowDecision) -> _
             child = inp.observed.get(n)  # (a child not seen yet is stopped once it is)
             if (terminate or not inp.plan.nodes[n].exit_handler) and child is not None and not child.stopping:
                 decision.actions.append(StopNode(n))
-    return _Limits(running, unseen, deadline_hit, terminate, spec.shutdown == "Stop" or deadline_hit, started)
+    sums = budgets.add_up(child.cost for child in inp.observed.values())
+    remaining = sum(1 for p in state.phases.values() if not p.terminal)
+    verdict = budgets.judge(spec.budget, sums, remaining) if spec.budget else None
+    budget_stop = verdict is not None and verdict.exceeded and spec.budget is not None and spec.budget.action == "Stop"
+    stop = spec.shutdown == "Stop" or deadline_hit
+    return _Limits(running, unseen, deadline_hit, terminate, stop, started, sums, verdict, budget_stop)
+
+
+BUDGET_OMITTED = "BudgetExceeded: spec.budget.action is Stop"
+
+
+def _budget_omitted(state: _State) -> bool:
+    """Whether the budget's Stop kept a task from starting."""
+    return any(s.phase == NodePhase.OMITTED and s.message == BUDGET_OMITTED for s in state.summaries.values())
 
 
 def _unhandled(plan: Plan, state: _State) -> list[str]:
@@ -432,7 +458,8 @@ class _Scheduler:
         if not all(self.task_done(t) for t in plan.main_tasks):
             return
         self.unhandled = _unhandled(plan, self.state)
-        self.main_result = "Failed" if (self.unhandled or self.limits.stop or self.limits.terminate) else "Succeeded"
+        stopped = self.limits.stop or self.limits.terminate or _budget_omitted(self.state)
+        self.main_result = "Failed" if (self.unhandled or stopped) else "Succeeded"
         for _round in range(2):
             for task in plan.exit_order:
                 self.settle(task, exit_phase=True)
@@ -455,6 +482,8 @@ class _Scheduler:
             return "DeadlineExceeded"
         if limits.stop:
             return "Stopped"
+        if limits.budget_stop:
+            return BUDGET_OMITTED
         if spec.fail_fast and self.unhandled:
             return f"FailFast: {self.unhandled[0]} failed"
         return None
@@ -543,6 +572,7 @@ def _roll_up(inp: WorkflowInputs, state: _State, limits: _Limits, decision: Work
         new.duration = clock.human_duration((now - limits.started).total_seconds())
         if inp.status.phase == "Pending":
             decision.events.append(WorkflowEvent("Normal", "WorkflowRunning", f"{total} tasks"))
+    _roll_up_cost(inp, limits, decision, total - done)
     suspended = bool(spec.suspend) and not all_done
     set_condition(new.conditions, "Suspended", suspended, "Suspended" if spec.suspend else "NotSuspended", "", now, gen)
     for n in plan.nodes:
@@ -550,6 +580,23 @@ def _roll_up(inp: WorkflowInputs, state: _State, limits: _Limits, decision: Work
         if state.phases[n] == "Failed" and (before is None or before.phase != "Failed"):
             message = f"{plan.nodes[n].display}: {new.tasks[n].message or 'failed'}"
             decision.events.append(WorkflowEvent("Warning", "TaskFailed", message))
+
+
+def _roll_up_cost(inp: WorkflowInputs, limits: _Limits, decision: WorkflowDecision, remaining: int) -> None:
+    """status.cost (the children's costs so far) and the budget's condition, with a Warning Event when
+    the budget is first exceeded or first projected to be."""
+    new = decision.status
+    summary = budgets.summary(limits.sums, remaining)
+    new.cost = WorkflowCost.model_validate(summary) if summary else None
+    verdict = limits.budget
+    if verdict is None:
+        return
+    before = next((c for c in inp.status.conditions if c.type == budgets.CONDITION), None)
+    set_condition(
+        new.conditions, budgets.CONDITION, verdict.exceeded, verdict.reason, verdict.message, inp.now, inp.generation
+    )
+    if verdict.warns and (before is None or before.reason != verdict.reason):
+        decision.events.append(WorkflowEvent("Warning", verdict.reason, verdict.message))
 
 
 def _result(inp: WorkflowInputs, state: _State, limits: _Limits) -> tuple[str, str, str]:
@@ -563,6 +610,8 @@ def _result(inp: WorkflowInputs, state: _State, limits: _Limits) -> tuple[str, s
         return "Failed", "DeadlineExceeded", f"activeDeadlineSeconds={spec.active_deadline_seconds}"
     if spec.shutdown == "Stop":
         return "Failed", "Stopped", "stopped (spec.shutdown: Stop)"
+    if _budget_omitted(state) and limits.budget is not None:
+        return "Failed", "BudgetExceeded", f"stopped: {limits.budget.message} (spec.budget.action: Stop)"
     if unhandled:
         more = f" (and {len(unhandled) - 1} more)" if len(unhandled) > 1 else ""
         return "Failed", "TaskFailed", f"task {plan.nodes[unhandled[0]].display} failed" + more

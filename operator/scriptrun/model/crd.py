@@ -182,6 +182,7 @@ def workflow_crd() -> JsonSchema:
             _column("Phase", ".status.phase"),
             _column("Progress", ".status.progress"),
             _column("Duration", ".status.duration"),
+            _column("Cost", ".status.cost.display"),
             _column("Age", ".metadata.creationTimestamp", "date"),
             _column("Message", ".status.message", priority=1),
         ],

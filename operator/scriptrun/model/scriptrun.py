@@ -143,6 +143,14 @@ class RunTemplate(ApiModel):
         "error in retryPolicy terms (retried by OnError and Always).",
     )
     retry_strategy: RetryStrategy | None = None
+    disruption_retries: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Pods lost to a disruption (a spot/preemptible reclaim, a node drain, preemption: the pod's "
+        "DisruptionTarget condition) are retried this many times without counting against retryStrategy.limit, "
+        "like a Job's podFailurePolicy rule Ignore on DisruptionTarget.",
+    )
     monitor: MonitorSpec | None = None
     node_selector: dict[str, str] | None = None
     tolerations: list[Object] | None = None
@@ -156,7 +164,22 @@ class RunTemplate(ApiModel):
     pod_metadata: PodMetadata | None = None
 
 
+class Budget(ApiModel):
+    """A spending limit on what the runs cost (status.cost). Past it, Warn sets the BudgetExceeded
+    condition, emits a Warning Event and counts scriptrun_budget_exceeded_total; Stop also starts
+    nothing new (a Workflow's tasks, like shutdown: Stop; a ScriptRun's retries)."""
+
+    amount: str = Field(
+        pattern=r"^[0-9]{1,12}(\.[0-9]{1,6})?$", description='The limit, a decimal number such as "2.50".'
+    )
+    currency: str = Field(
+        pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD: costs in another currency are not converted."
+    )
+    action: Literal["Warn", "Stop"] = Field(default="Warn", description="Warn, or Stop starting new work.")
+
+
 class ScriptRunSpec(RunTemplate):
+    budget: Budget | None = Field(default=None, description="A limit on what the run's attempts cost together.")
     terminate: bool | None = Field(
         default=None, description="Stop now: the running attempt is stopped and no retry starts (phase Failed)."
     )
@@ -184,7 +207,14 @@ class Attempt(ApiModel):
         "pod waits (ErrImagePull, Unschedulable...).",
     )
     message: str | None = None
-    counted: bool = Field(default=True, description="False when an exit-code rule said Ignore.")
+    counted: bool = Field(
+        default=True, description="False when an exit-code rule said Ignore, or the pod was lost to a disruption."
+    )
+    disruption: str | None = Field(
+        default=None,
+        description="Why the pod was disrupted (its DisruptionTarget condition's reason, or SpotReclaim: evicted "
+        "from a spot node): retried without counting against the retry limit.",
+    )
 
 
 class CostNode(ApiModel):

@@ -13,7 +13,7 @@ from pydantic import Field, PlainSerializer, WithJsonSchema
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.model.common import ApiModel, Condition, ObjectMeta, cel
-from scriptrun.model.scriptrun import RunTemplate
+from scriptrun.model.scriptrun import Budget, RunTemplate
 
 TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
@@ -161,6 +161,7 @@ class WorkflowSpec(ApiModel):
     )
     ttl_strategy: TtlStrategy | None = None
     pod_gc: PodGC | None = Field(default=None, alias="podGC", description="Delete pods as runs finish (Argo's podGC).")
+    budget: Budget | None = Field(default=None, description="A limit on what the workflow's tasks cost together.")
 
 
 class TaskSummary(ApiModel):
@@ -177,6 +178,22 @@ class TaskSummary(ApiModel):
     message: str | None = None
     outputs: dict[str, str] | None = None
     usage: dict[str, Any] | None = Field(default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    cost: str | None = Field(default=None, description='What the task\'s run cost, e.g. "0.001234 USD".')
+
+
+class WorkflowCost(ApiModel):
+    """What the workflow's finished tasks cost together (each task's status.cost)."""
+
+    amount: str | None = Field(default=None, description="The sum, when all tasks share a currency.")
+    currency: str | None = None
+    display: str | None = Field(default=None, description="The sum rounded for display, e.g. 0.0310 USD.")
+    tasks: int = Field(default=0, description="Tasks priced so far.")
+    projected: str | None = Field(
+        default=None, description="While tasks remain: the sum so far plus their average cost for each one left."
+    )
+    by_currency: dict[str, str] | None = Field(
+        default=None, description="Sums per currency, when tasks were priced in more than one."
+    )
 
 
 class WorkflowStatus(ApiModel):
@@ -192,6 +209,7 @@ class WorkflowStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list)
     tasks: dict[str, TaskSummary] = Field(default_factory=dict, description="Compact per-task summary.")
     retry_round: int | None = Field(default=None, description="The last retry (scriptrun retry) carried out.")
+    cost: WorkflowCost | None = Field(default=None, description="What the finished tasks cost so far.")
     trace_id: str | None = Field(
         default=None, alias="traceID", description="The OpenTelemetry trace of this workflow (when traced and sampled)."
     )

@@ -125,6 +125,13 @@ COST = MetricSpec(
     "What finished runs cost (status.cost), by namespace, currency and price source (static, default, a cloud).",
     ("namespace", "currency", "source", "workflow", "task"),
 )
+BUDGET_EXCEEDED = MetricSpec(
+    "scriptrun_budget_exceeded_total",
+    "counter",
+    "",
+    "ScriptRuns and Workflows whose cost went past spec.budget, by kind, namespace and the budget's action.",
+    ("kind", "namespace", "action"),
+)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     RECONCILES,
@@ -140,4 +147,5 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     USED_CPU,
     PEAK_MEMORY,
     COST,
+    BUDGET_EXCEEDED,
 )

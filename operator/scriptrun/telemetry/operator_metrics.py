@@ -57,6 +57,7 @@ class OperatorMetrics:
         self._used_cpu = _counter(c.USED_CPU, r)
         self._peak_memory = _histogram(c.PEAK_MEMORY, r)
         self._cost = _counter(c.COST, r)
+        self._budget_exceeded = _counter(c.BUDGET_EXCEEDED, r)
         self._objects = _Objects()
         r.register(self._objects)
 
@@ -131,3 +132,6 @@ class OperatorMetrics:
             return
         labels = (namespace, str(cost.get("currency")), str(cost.get("source")), *self._pair(workflow, task))
         self._cost.labels(*labels).inc(float(amount))
+
+    def budget_exceeded(self, kind: str, namespace: str, action: str) -> None:
+        self._budget_exceeded.labels(kind, namespace, action).inc()
