@@ -6,10 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scriptrun import __version__
 from scriptrun.model import contract
+
+if TYPE_CHECKING:
+    from scriptrun.local.cost import LocalPricing
+    from scriptrun.model.scriptrun import RunCost
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -110,25 +114,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {path}: expected exactly one ScriptRun or Workflow, found {len(objects)}", file=sys.stderr)
         return 2
     obj = objects[0]
+    from scriptrun.local.cost import PriceError, pricing
+
+    try:  # before running anything: a price that cannot be used is an error, not a silent default
+        prices = None if args.no_cost else pricing(args.price)
+    except PriceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if isinstance(obj, ScriptRun):
-        return _run_scriptrun(obj, configmaps, args)
-    return _run_workflow(obj, args)
+        return _run_scriptrun(obj, configmaps, args, prices)
+    return _run_workflow(obj, args, prices)
 
 
-def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespace) -> int:
+def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespace, prices: LocalPricing | None) -> int:
     from scriptrun.local.output import Progress
     from scriptrun.local.runner import run_local
 
     progress = Progress(run.metadata.name or Path(args.file).stem, stream=sys.stderr)
-    final = run_local(run, configmaps=configmaps, report=progress.event)
+    final = run_local(run, configmaps=configmaps, report=progress.event, pricing=prices)
     if args.output in ("json", "yaml"):
         _print_object(final.dump(), args.output)
     else:
-        progress.summary(final)
+        progress.summary(final, prices.label if prices else None)
     return 0 if final.status.phase.value == "Succeeded" else 1
 
 
-def _run_workflow(wf: Any, args: argparse.Namespace) -> int:
+def _run_workflow(wf: Any, args: argparse.Namespace, prices: LocalPricing | None) -> int:
     from scriptrun.engine.dag import PlanError, build_plan
     from scriptrun.local.wf_output import WorkflowProgress, write_junit
     from scriptrun.local.workflow import run_workflow_local
@@ -141,14 +152,17 @@ def _run_workflow(wf: Any, args: argparse.Namespace) -> int:
         for line in err.errors:
             print(f"  {line}", file=sys.stderr)
         return 2
+    costs: dict[str, RunCost] = {}
     with WorkflowProgress(stream=sys.stderr) as progress:
-        final = run_workflow_local(wf, overrides=overrides, on_change=progress.change, on_event=progress.event)
+        final = run_workflow_local(
+            wf, overrides=overrides, on_change=progress.change, on_event=progress.event, pricing=prices, costs=costs
+        )
     if args.junit:
         write_junit(final, plan, Path(args.junit))
     if args.output in ("json", "yaml"):
         _print_object(final.dump(), args.output)
     else:
-        progress.summary(final, plan)
+        progress.summary(final, plan, costs, prices.label if prices else None)
     return 0 if final.status.phase == "Succeeded" else 1
 
 
@@ -210,6 +224,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE", help="workflow parameter")
     run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one test case per task)")
+    run.add_argument(
+        "--price",
+        metavar="FILE|RATES",
+        help="price this machine for the cost estimate: a price table (the operator's SCRIPTRUN_PRICES format; "
+        "entry `local`, else `default`) or hourly rates cpu=0.031611,memory=0.004237[,gpu=0.95][,currency=USD] "
+        "per core, GiB and GPU; default: the table $SCRIPTRUN_PRICES names, else OpenCost's default rates (USD)",
+    )
+    run.add_argument("--no-cost", action="store_true", help="no cost estimate")
     run.set_defaults(func=_cmd_run)
     from scriptrun.cli_cluster import add_commands
 

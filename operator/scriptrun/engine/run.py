@@ -435,7 +435,9 @@ def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) 
     retries_left = strategy.limit - counted_retries - (1 if last.counted else 0)
     run_started = clock.parse(new.start_time) or inp.created or now
     finished = clock.parse(last.finish_time) or now
-    wait = backoff_seconds(strategy.backoff, max(1, counted_retries + (1 if last.counted else 0)))
+    disrupted = last.disruption is not None and not last.counted
+    # a disrupted pod is replaced at once (the script did nothing wrong), like a Job's Ignore rule
+    wait = 0.0 if disrupted else backoff_seconds(strategy.backoff, max(1, counted_retries + (1 if last.counted else 0)))
     retry_at = finished + timedelta(seconds=wait)
     max_dur = strategy.backoff.max_duration_seconds
     failed = RunPhase.FAILED
@@ -445,7 +447,6 @@ def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) 
         )
     if inp.over_budget is not None:
         return _Outcome(failed, f"no retry: {inp.over_budget} (spec.budget.action: Stop)", "BudgetExceeded")
-    disrupted = last.disruption is not None and not last.counted
     if not disrupted and not _policy_allows(strategy, kind):
         message = f"attempt {last.attempt} failed ({_failure_text(last)}); retryPolicy {strategy.retry_policy} "
         message += "does not retry it" if strategy.limit else "and no retries are configured"

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scriptrun.engine.run import RunEvent
+from scriptrun.local.cost import cost_line
 from scriptrun.model.scriptrun import ScriptRun
 
 STYLE = {"Normal": "cyan", "Warning": "yellow"}
@@ -29,7 +30,8 @@ class Progress:
         else:
             self.console.print(f"{elapsed:6.1f}s {self.name} {event.reason}: {event.message}", markup=False)
 
-    def summary(self, run: ScriptRun) -> None:
+    def summary(self, run: ScriptRun, cost_label: str | None = None) -> None:
+        """The attempts' table, the phase, the usage and (with `cost_label`, when priced) the estimate."""
         status = run.status
         table = Table(title=f"ScriptRun {self.name}: {status.phase.value}", title_justify="left")
         for col in ("attempt", "phase", "exit code", "reason", "started", "finished"):
@@ -53,6 +55,8 @@ class Progress:
                 "{systemTimeSeconds}s sys)  memory max {memoryMaxMb} MiB avg {memoryAvgMb} MiB  "
                 "processes {processes}  samples {samples}".format_map(_Missing(usage))
             )
+        if cost_label is not None and status.cost is not None:
+            out.print(cost_line(status.cost, cost_label), markup=False, soft_wrap=True)
 
 
 class _Missing(dict[str, object]):

@@ -10,6 +10,7 @@ from typing import Any
 
 from scriptrun.engine import clock
 from scriptrun.engine.run import Blocked, RunEvent, StartAttempt, StopAttempt, decide
+from scriptrun.local.cost import LocalPricing, estimate
 from scriptrun.local.process import LocalAttempt, start_attempt
 from scriptrun.model.scriptrun import ScriptRun
 
@@ -46,9 +47,11 @@ class LocalRun:
         configmaps: dict[str, dict[str, Any]] | None = None,
         report: Report | None = None,
         base_dir: Path | None = None,
+        pricing: LocalPricing | None = None,
     ) -> None:
         self.run = run
         self.report = report
+        self.pricing = pricing  # when set, a finished run's status.cost is its estimate on this machine
         self.source, self.blocked = _resolve_source(run, configmaps or {})
         self.status = run.status.model_copy(deep=True)
         self.created = clock.utcnow()
@@ -93,6 +96,10 @@ class LocalRun:
             if self.report:
                 self.report(event)
         self.status = decision.status
+        if self.pricing is not None and self.status.phase.terminal and self.status.cost is None:
+            cost = estimate(self.run.spec, self.status, self.pricing)
+            if cost is not None:
+                self.status = self.status.model_copy(update={"cost": cost})
 
     def close(self) -> None:
         for att in self.attempts.values():
@@ -105,9 +112,10 @@ def run_local(
     configmaps: dict[str, dict[str, Any]] | None = None,
     report: Report | None = None,
     base_dir: Path | None = None,
+    pricing: LocalPricing | None = None,
 ) -> ScriptRun:
-    """Run to completion; returns the run with its final status."""
-    local = LocalRun(run, configmaps=configmaps, report=report, base_dir=base_dir)
+    """Run to completion; returns the run with its final status (with `pricing`, its cost estimate)."""
+    local = LocalRun(run, configmaps=configmaps, report=report, base_dir=base_dir, pricing=pricing)
     try:
         while True:
             local.step()

@@ -10,10 +10,14 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.live import Live
+from rich.measure import Measurement
 from rich.table import Table
 
+from scriptrun.cost.run import PLACES
 from scriptrun.engine.dag import Plan
 from scriptrun.engine.workflow import WorkflowEvent
+from scriptrun.local.cost import amounts, money, total_line
+from scriptrun.model.scriptrun import RunCost
 from scriptrun.model.workflow import TaskSummary, Workflow
 
 STYLE = {
@@ -39,15 +43,21 @@ def _seconds(duration: str | None) -> float:
     return total
 
 
-def task_table(wf: Workflow, plan: Plan) -> Table:
+def task_table(wf: Workflow, plan: Plan, costs: dict[str, RunCost] | None = None) -> Table:
+    """The tasks' table; with `costs` (the local estimates by node id) an "est. cost" column."""
     status = wf.status
     table = Table(title=f"Workflow {wf.metadata.name}: {status.phase} {status.progress or ''}", title_justify="left")
-    for col in ("task", "phase", "attempts", "duration", "exit", "cpu avg %", "mem max MiB", "message"):
+    for col in ("task", "phase", "attempts", "duration", "exit", "cpu avg %", "mem max MiB"):
         table.add_column(col)
+    currencies = {c for cost in (costs or {}).values() for c in amounts(cost)}
+    one = next(iter(currencies)) if len(currencies) == 1 else None
+    if costs is not None:  # narrow: the amount alone under "est. USD" when the currency is one
+        table.add_column(f"est. {one}" if one else "est. cost", no_wrap=True)
+    table.add_column("message")
     for node_id, node in plan.nodes.items():
         s = status.tasks.get(node_id) or TaskSummary(phase="Pending")
         usage = s.usage or {}
-        table.add_row(
+        cells = [
             node.display,
             f"[{STYLE.get(s.phase, '')}]{s.phase}[/]",
             str(s.attempts or ""),
@@ -55,8 +65,12 @@ def task_table(wf: Workflow, plan: Plan) -> Table:
             "" if s.exit_code is None else str(s.exit_code),
             str(usage.get("cpuAvgPercent", "")),
             str(usage.get("memoryMaxMb", "")),
-            (s.message or "")[:60],
-        )
+        ]
+        if costs is not None:
+            cost = costs.get(node_id)
+            shown = amounts(cost) if cost is not None else {}
+            cells.append(f"{shown[one].quantize(PLACES)}" if one and one in shown else money(shown))
+        table.add_row(*cells, (s.message or "")[:60])
     return table
 
 
@@ -95,13 +109,24 @@ class WorkflowProgress:
             elapsed = time.monotonic() - self.began
             self.console.print(f"{elapsed:6.1f}s {event.reason}: {event.message}", markup=False)
 
-    def summary(self, wf: Workflow, plan: Plan) -> None:
+    def summary(
+        self, wf: Workflow, plan: Plan, costs: dict[str, RunCost] | None = None, cost_label: str | None = None
+    ) -> None:
+        """The final table (with each task's estimate when it fits), the phase and (with `cost_label`)
+        the estimate: the sum of the tasks' `costs`."""
+        priced = costs if cost_label is not None else None
         out = Console(highlight=False)
-        out.print(task_table(wf, plan))
+        table = task_table(wf, plan, priced)
+        natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+        if priced is not None and natural > out.width:  # no room to spare: the total line only
+            table = task_table(wf, plan)
+        out.print(table)
         out.print(
             f"phase: {wf.status.phase}  progress: {wf.status.progress}  duration: {wf.status.duration}  "
             f"message: {wf.status.message}"
         )
+        if priced is not None and cost_label is not None:
+            out.print(total_line(priced, cost_label), markup=False, soft_wrap=True)
 
 
 def write_junit(wf: Workflow, plan: Plan, path: Path) -> None:

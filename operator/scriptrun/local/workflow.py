@@ -11,9 +11,10 @@ from scriptrun.engine import clock, observe
 from scriptrun.engine.dag import Plan, build_plan
 from scriptrun.engine.observe import ChildObservation
 from scriptrun.engine.workflow import WorkflowEvent, decide_workflow
+from scriptrun.local.cost import LocalPricing
 from scriptrun.local.runner import POLL_SECONDS, LocalRun
 from scriptrun.model.common import ObjectMeta
-from scriptrun.model.scriptrun import ScriptRun, ScriptRunSpec
+from scriptrun.model.scriptrun import RunCost, ScriptRun, ScriptRunSpec
 from scriptrun.model.workflow import Workflow, WorkflowPhase
 
 NodeReport = Callable[[Workflow, Plan], None]
@@ -31,7 +32,11 @@ def run_workflow_local(
     on_change: NodeReport | None = None,
     on_event: Callable[[WorkflowEvent], None] | None = None,
     base_dir: Path | None = None,
+    pricing: LocalPricing | None = None,
+    costs: dict[str, RunCost] | None = None,
 ) -> Workflow:
+    """Run to completion. With `pricing`, each task's run gets its cost estimate (its status.cost)
+    when it finishes, and `costs` (when given) is filled with them by node id."""
     plan = build_plan(wf.spec, overrides=overrides)
     name = wf.metadata.name or "workflow"
     base = base_dir or Path(tempfile.mkdtemp(prefix=f"{name}-"))
@@ -51,7 +56,7 @@ def run_workflow_local(
                     metadata=ObjectMeta(name=f"{name}-{start.node}", namespace=wf.metadata.namespace),
                     spec=ScriptRunSpec.model_validate(start.template.model_dump()),
                 )
-                runs[start.node] = LocalRun(child, base_dir=base)
+                runs[start.node] = LocalRun(child, base_dir=base, pricing=pricing)
                 runs[start.node].step()
             for stop in decision.stop:
                 runs[stop.node].terminate()
@@ -64,6 +69,8 @@ def run_workflow_local(
             if changed and on_change:
                 on_change(current, plan)
             if WorkflowPhase(status.phase).terminal:
+                if costs is not None:
+                    costs.update({n: r.status.cost for n, r in runs.items() if r.status.cost is not None})
                 return current
             time.sleep(POLL_SECONDS)
     finally:
