@@ -145,3 +145,86 @@ def test_a_node_without_a_price_falls_back_and_says_why(ns: Kube) -> None:
     assert cost["source"] == "default" and cost["currency"] == "USD"
     assert cost["note"] == "static: no price for this node"
     assert cost["node"] == {"name": "kwok-node-0", "provider": "unknown", "capacityType": "on-demand"}
+
+
+def fail_pod(ns: Kube, pod: str, status: dict[str, Any]) -> None:
+    """What the kubelet (or the node lifecycle) writes when it ends a pod."""
+    ns.wait(f"{pod} running", lambda: ((ns.get("pod", pod) or {}).get("status") or {}).get("phase") == "Running")
+    ns.patch("pod", pod, {"status": status}, subresource="status")
+
+
+def test_a_spot_reclaim_is_retried_without_counting_and_still_costs(ns: Kube) -> None:
+    # no retryStrategy: a failure of the script would end the run; a reclaimed pod does not
+    ns.apply(pinned("reclaimed", "cost-azure-spot"))
+    shutdown = {
+        "phase": "Failed",
+        "reason": "Terminated",
+        "message": "Pod was terminated in response to imminent node shutdown.",
+        "conditions": [{"type": "DisruptionTarget", "status": "True", "reason": "TerminationByKubelet"}],
+    }
+    fail_pod(ns, "reclaimed-a1", shutdown)
+    ns.wait("the replacement", lambda: ns.get("pod", "reclaimed-a2"))
+    ns.patch("pod", "reclaimed-a2", {"metadata": {"annotations": {EXIT: "0"}}})
+    status = ns.wait_phase("reclaimed", "Succeeded")
+    first, second = status["attempts"]
+    assert (first["counted"], first["disruption"], first["reason"]) == (False, "TerminationByKubelet", "Terminated")
+    assert second["reason"] == "Completed" and "disruption" not in second
+    assert status["cost"]["attempts"] == 2  # the reclaimed pod ran on the node too: it is paid for
+    assert any(e["reason"] == "Disrupted" and e["type"] == "Warning" for e in ns.events("reclaimed"))
+
+    # an eviction without the condition: on a spot node a reclaim, on an on-demand node an error
+    ns.apply(pinned("evicted-spot", "cost-azure-spot"))
+    ns.apply(pinned("evicted-on-demand", "cost-aws-m5"))
+    evicted = {"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory."}
+    fail_pod(ns, "evicted-spot-a1", evicted)
+    fail_pod(ns, "evicted-on-demand-a1", evicted)
+    ns.wait("the spot run's replacement", lambda: ns.get("pod", "evicted-spot-a2"))
+    assert ns.run_status("evicted-spot")["attempts"][0]["disruption"] == "SpotReclaim"
+    lost = ns.wait_phase("evicted-on-demand", "Failed")
+    assert lost["attempts"][0]["counted"] is True and "disruption" not in lost["attempts"][0]
+    assert lost["cost"]["attempts"] == 1
+
+
+def chained(name: str, tasks: int, budget: dict[str, str]) -> dict[str, Any]:
+    node = "cost-aws-m5"
+    task = {k: v for k, v in pinned("x", node)["spec"].items() if k != "script"}
+    steps = [{"name": "t0", "script": {"source": "print(0)"}, **task}]
+    steps += [
+        {"name": f"t{i}", "script": {"source": f"print({i})"}, "dependencies": [f"t{i - 1}"], **task}
+        for i in range(1, tasks)
+    ]
+    return {
+        "apiVersion": "scriptrun.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"tasks": steps, "budget": budget},
+    }
+
+
+def test_a_workflow_adds_up_its_tasks_and_stops_at_its_budget(ns: Kube) -> None:
+    # a task on this node costs dollars a second: the first one spends the whole budget
+    ns.apply(chained("capped", 3, {"amount": "0.50", "currency": "USD", "action": "Stop"}))
+    ns.wait("t0 running", lambda: ((ns.get("pod", "capped-t0-a1") or {}).get("status") or {}).get("phase") == "Running")
+    time.sleep(1)
+    ns.patch("pod", "capped-t0-a1", {"metadata": {"annotations": {EXIT: "0"}}})
+
+    def finished() -> dict[str, Any] | None:
+        status = (ns.get("workflow", "capped") or {}).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = ns.wait("the workflow to end", finished)
+    child = ns.run_status("capped-t0")["cost"]
+    assert Decimal(child["amount"]) > Decimal("0.50")
+    assert status["phase"] == "Failed" and status["tasks"]["t1"]["phase"] == "Omitted"
+    assert ns.get("scriptrun", "capped-t1") is None  # never started
+    cost = status["cost"]
+    assert (cost["amount"], cost["currency"], cost["tasks"]) == (child["amount"], "USD", 1)
+    assert status["tasks"]["t0"]["cost"] == f"{child['amount']} USD"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["BudgetExceeded"]["status"] == "True"
+    assert conditions["BudgetExceeded"]["message"].endswith("of the 0.50 USD budget")
+    assert conditions["Completed"]["reason"] == "BudgetExceeded"
+    events = {(e["type"], e["reason"]) for e in ns.events("capped")}
+    assert ("Warning", "BudgetExceeded") in events
+    out = ns.cluster.kubectl("-n", ns.ns, "get", "workflow", "capped").stdout
+    assert "COST" in out.splitlines()[0] and f"{Decimal(child['amount']).quantize(Decimal('0.0001'))} USD" in out
