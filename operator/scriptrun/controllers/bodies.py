@@ -56,6 +56,10 @@ class Bodies:
     def get(self, key: Key) -> dict[str, Any] | None:
         return self._bodies.get(key)
 
+    def values(self) -> list[dict[str, Any]]:
+        """Every body kept, as a list (the caller may await while holding it)."""
+        return list(self._bodies.values())
+
     def __contains__(self, key: object) -> bool:
         return key in self._bodies
 

@@ -2,10 +2,82 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
+
+BILLING_PROVIDERS = ("aws", "azure")
+
+
+class BillingConfigError(ValueError):
+    """The billing reconciliation settings are unusable (the message names the variable)."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, least: float, integer: bool = False) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(int(raw)) if integer else float(raw)
+    except ValueError:
+        raise BillingConfigError(f"{name}={raw!r} is not {'an integer' if integer else 'a number'}") from None
+    if not math.isfinite(value) or value < least:
+        raise BillingConfigError(f"{name}={raw!r}: must be at least {least:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class BillingConfig:
+    """Billing reconciliation (opt-in, docs/cost.md): SCRIPTRUN_BILLING=aws|azure and the tag key
+    of the runs' dedicated capacity turn it on."""
+
+    provider: str  # aws | azure
+    tag_key: str  # the cloud resource tag (a cost allocation tag) whose value runs name in their annotation
+    lag_seconds: float = 48 * 3600.0  # ask this long after a run finished (the providers' billing lag)
+    interval_seconds: float = 21600.0  # one pass this often
+    max_requests: int = 10  # billing API requests per pass (Cost Explorer: $0.01 each)
+    azure_scope: str | None = None  # Cost Management scope, e.g. subscriptions/<id>
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BillingConfig | None:
+        """None when off (SCRIPTRUN_BILLING unset); BillingConfigError when a setting is unusable."""
+        provider = (env.get("SCRIPTRUN_BILLING") or "").strip().lower()
+        if not provider:
+            return None
+        if provider not in BILLING_PROVIDERS:
+            raise BillingConfigError(
+                f"SCRIPTRUN_BILLING={provider!r}: expected aws or azure "
+                "(GCP's billing export to BigQuery is not supported)"
+            )
+        tag_key = (env.get("SCRIPTRUN_BILLING_TAG_KEY") or "").strip()
+        if not tag_key:
+            raise BillingConfigError("SCRIPTRUN_BILLING_TAG_KEY is required: the cloud tag key of the runs' capacity")
+        scope = (env.get("SCRIPTRUN_AZURE_BILLING_SCOPE") or "").strip().strip("/") or None
+        if provider == "azure" and scope is None:
+            raise BillingConfigError(
+                "SCRIPTRUN_AZURE_BILLING_SCOPE is required with SCRIPTRUN_BILLING=azure, e.g. subscriptions/<id>"
+            )
+        lag = _number(env, "SCRIPTRUN_BILLING_LAG_HOURS", 48, least=0) * 3600
+        if (env.get("SCRIPTRUN_BILLING_LAG_SECONDS") or "").strip():  # finer, for tests: wins over the hours
+            lag = _number(env, "SCRIPTRUN_BILLING_LAG_SECONDS", lag, least=0)
+        return cls(
+            provider=provider,
+            tag_key=tag_key,
+            lag_seconds=lag,
+            interval_seconds=_number(env, "SCRIPTRUN_BILLING_INTERVAL_SECONDS", 21600, least=1),
+            max_requests=int(_number(env, "SCRIPTRUN_BILLING_MAX_REQUESTS", 10, least=1, integer=True)),
+            azure_scope=scope,
+        )
+
+
+def _billing(env: Mapping[str, str]) -> tuple[BillingConfig | None, str | None]:
+    try:
+        return BillingConfig.from_env(env), None
+    except BillingConfigError as err:
+        return None, str(err)
 
 
 @dataclass(frozen=True)
@@ -21,9 +93,12 @@ class OperatorConfig:
     prices_file: str | None = None  # the static price table (YAML); none: OpenCost's default rates
     price_providers: tuple[str, ...] = ()  # cloud price APIs asked first for their own nodes: aws, azure, gcp
     price_currency: str = "USD"  # the currency asked of Azure and GCP (AWS prices are in USD)
+    billing: BillingConfig | None = None  # billing reconciliation; None: off
+    billing_error: str | None = None  # why it is off although asked for (invalid settings)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
+        billing, billing_error = _billing(os.environ)
         return cls(
             default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE") or DEFAULT_IMAGE,
             monitor_image=os.environ.get("SCRIPTRUN_MONITOR_IMAGE") or DEFAULT_MONITOR_IMAGE,
@@ -38,4 +113,6 @@ class OperatorConfig:
                 p.strip().lower() for p in os.environ.get("SCRIPTRUN_PRICE_PROVIDERS", "").split(",") if p.strip()
             ),
             price_currency=(os.environ.get("SCRIPTRUN_PRICE_CURRENCY") or "USD").upper(),
+            billing=billing,
+            billing_error=billing_error,
         )

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from scriptrun.build import names
+from scriptrun.controllers.billing import start_billing
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.scriptrun import ScriptRunController
 from scriptrun.controllers.workflow import WorkflowController
@@ -67,6 +68,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics.serve(config.metrics_port)
         log.info("operator metrics on port %d", config.metrics_port)
     memo.runs, memo.workflows, memo.kube, memo.tracing = runs, workflows, kube, tracing
+    if config.billing_error:
+        log.error("billing reconciliation off: %s", config.billing_error)
+    elif config.billing is not None:
+        memo.billing = start_billing(config.billing, kube, runs.bodies, metrics.applied)
     log.info("scriptrun operator started (default image %s)", config.default_image)
 
 
@@ -98,7 +103,7 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("workflows", "runs"):
+    for name in ("billing", "workflows", "runs"):
         controller = memo.get(name)
         if controller is not None:
             await controller.close()

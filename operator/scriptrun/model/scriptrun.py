@@ -227,6 +227,24 @@ class CostNode(ApiModel):
     capacity_type: str | None = None
 
 
+class RunActualCost(ApiModel):
+    """What the cloud provider billed for the capacity the run ran on (opt-in billing reconciliation,
+    docs/cost.md): the spend of the resources tagged with the run's `scriptrun.dev/billing-tag` value
+    over whole UTC days, asked for at least the billing lag after the run finished."""
+
+    amount: str = Field(description="What was billed, a decimal string; 0 when nothing tagged so was billed.")
+    currency: str
+    source: str = Field(description="aws-cost-explorer or azure-cost-management.")
+    at: str = Field(description="When the provider was asked.")
+    tag: str = Field(description="The cloud tag the spend was filtered by, key=value.")
+    period_start: str = Field(description="The first UTC day of the billing period (YYYY-MM-DD).")
+    period_end: str = Field(description="The UTC day after its last (exclusive).")
+    runs_sharing: int = Field(
+        ge=1, description="Runs with this tag value over the period: the amount is the capacity's, not split."
+    )
+    note: str | None = None
+
+
 class RunCost(ApiModel):
     """What the run cost: each attempt's pod, max(request, measured average) x runtime x the node's
     rates. Amounts are decimal strings (to a millionth of the currency unit)."""
@@ -249,6 +267,9 @@ class RunCost(ApiModel):
     node: CostNode | None = None
     by_currency: dict[str, str] | None = Field(
         default=None, description="Amounts per currency, when attempts were priced in more than one."
+    )
+    actual: RunActualCost | None = Field(
+        default=None, description="What the provider billed, recorded a day or two later (billing reconciliation)."
     )
 
 
