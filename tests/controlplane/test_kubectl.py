@@ -52,8 +52,9 @@ def test_get_by_singular_name_prints_the_columns_and_the_category_lists_both_kin
     assert wide[0][-1] == "MESSAGE" and "succeeded on attempt 1" in " ".join(wide[1]), wide
 
     flow = table(kube, "workflow", "flow")
-    assert flow[0] == ["NAME", "PHASE", "PROGRESS", "DURATION", "AGE"], flow
+    assert flow[0] == ["NAME", "PHASE", "PROGRESS", "DURATION", "COST", "AGE"], flow
     assert flow[1][:3] == ["flow", "Succeeded", "1/1"], flow
+    assert flow[1][5] == "USD", flow  # its tasks' costs added up
 
     listed = {row[0] for row in table(kube, CATEGORY) if row[0] != "NAME"}
     assert {
