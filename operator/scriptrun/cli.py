@@ -49,6 +49,10 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     if os.environ.get("SCRIPTRUN_LOG_LEVEL"):
         logging.getLogger("scriptrun").setLevel(os.environ["SCRIPTRUN_LOG_LEVEL"])
     namespaces = args.namespace or []
+    heartbeat_ns = os.environ.get("SCRIPTRUN_HEARTBEAT_NAMESPACE") or os.environ.get("POD_NAMESPACE")
+    if namespaces and heartbeat_ns and heartbeat_ns not in namespaces:
+        # the heartbeat Lease must be where the operator watches, or it is never seen come back
+        os.environ["SCRIPTRUN_HEARTBEAT_NAMESPACE"] = namespaces[0]
     profile_path = os.environ.get("SCRIPTRUN_PROFILE")  # for benchmarks: cProfile the whole operator
     if profile_path:
         import atexit

@@ -51,11 +51,18 @@ def test_chart_lints_and_renders(cluster: ControlPlane) -> None:
         "CustomResourceDefinition",
         "CustomResourceDefinition",
         "Deployment",
+        "Role",
+        "RoleBinding",
         "ServiceAccount",
     ]
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["--namespace=a", "--namespace=b"]
+    # the heartbeat Lease (and its Role) where the operator watches: not the release's namespace here
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SCRIPTRUN_HEARTBEAT_NAMESPACE"] == "a"
+    role = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "a"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 

@@ -24,9 +24,10 @@ class OperatorProcess:
         self.log = cluster.workdir / "operator.log"
         self.starts = 0
         self.metrics_port = 0
+        self.liveness_port = 0
 
     def start(self, timeout: float = 60) -> OperatorProcess:
-        port = free_port()
+        port = self.liveness_port = free_port()
         # the metrics port stays the same across restarts, like a Deployment's: scrape configs hold
         self.metrics_port = self.metrics_port or free_port()
         env = {

@@ -25,3 +25,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "scriptrun.monitorImage" -}}
 {{ .Values.monitorImage.repository }}:{{ default .Chart.AppVersion .Values.monitorImage.tag }}
 {{- end -}}
+
+{{/* The namespace of the operator's heartbeat Lease: one it watches (the release's, unless
+watchNamespaces leaves it out; then the first of those). */}}
+{{- define "scriptrun.heartbeatNamespace" -}}
+{{- if or (not .Values.watchNamespaces) (has .Release.Namespace .Values.watchNamespaces) -}}
+{{- .Release.Namespace -}}
+{{- else -}}
+{{- first .Values.watchNamespaces -}}
+{{- end -}}
+{{- end }}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
+from scriptrun.controllers.heartbeat import HeartbeatConfig
 
 BILLING_PROVIDERS = ("aws", "azure")
 
@@ -95,6 +97,7 @@ class OperatorConfig:
     price_currency: str = "USD"  # the currency asked of Azure and GCP (AWS prices are in USD)
     billing: BillingConfig | None = None  # billing reconciliation; None: off
     billing_error: str | None = None  # why it is off although asked for (invalid settings)
+    heartbeat: HeartbeatConfig | None = None  # hung-watch detection; None: off (no namespace for its Lease)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -115,4 +118,21 @@ class OperatorConfig:
             price_currency=(os.environ.get("SCRIPTRUN_PRICE_CURRENCY") or "USD").upper(),
             billing=billing,
             billing_error=billing_error,
+            heartbeat=_heartbeat(os.environ),
         )
+
+
+def _heartbeat(env: Mapping[str, str]) -> HeartbeatConfig | None:
+    """The heartbeat Lease lives in SCRIPTRUN_HEARTBEAT_NAMESPACE (or the pod's namespace, POD_NAMESPACE,
+    from the downward API): without either the operator is not in a pod and nothing probes it."""
+    namespace = env.get("SCRIPTRUN_HEARTBEAT_NAMESPACE") or env.get("POD_NAMESPACE")
+    if not namespace:
+        return None
+    holder = env.get("POD_NAME") or socket.gethostname()
+    return HeartbeatConfig(
+        namespace=namespace,
+        name=f"scriptrun-heartbeat-{holder}"[:253].lower(),
+        holder=holder,
+        interval=max(float(env.get("SCRIPTRUN_HEARTBEAT_SECONDS") or 10), 0.5),
+        window=max(float(env.get("SCRIPTRUN_WATCH_TIMEOUT_SECONDS") or 120), 0.0),
+    )

@@ -1,5 +1,5 @@
 """Impure: Kopf registrations. Importing this package registers every handler."""
 
-from scriptrun.handlers import scriptruns, setup, workflows
+from scriptrun.handlers import health, scriptruns, setup, workflows
 
-__all__ = ["scriptruns", "setup", "workflows"]
+__all__ = ["health", "scriptruns", "setup", "workflows"]

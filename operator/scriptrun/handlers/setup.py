@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from scriptrun.build import names
+from scriptrun.controllers import heartbeat
 from scriptrun.controllers.billing import start_billing
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.scriptrun import ScriptRunController
@@ -40,6 +41,7 @@ class NoProgress(kopf.AnnotationsProgressStorage):
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own Events; log lines stay logs
     settings.watching.label_selectors["pods"] = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+    settings.watching.label_selectors[heartbeat.RESOURCE] = f"{heartbeat.LABEL}=true"  # only the heartbeats
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     settings.watching.inactivity_timeout = 70
     settings.persistence.diffbase_storage = NoEssence()
@@ -72,6 +74,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         log.error("billing reconciliation off: %s", config.billing_error)
     elif config.billing is not None:
         memo.billing = start_billing(config.billing, kube, runs.bodies, metrics.applied)
+    if config.heartbeat is not None:
+        memo.heartbeat = heartbeat.Heartbeat(kube, config.heartbeat)
+        memo.heartbeat.start()
     log.info("scriptrun operator started (default image %s)", config.default_image)
 
 
@@ -103,7 +108,7 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("billing", "workflows", "runs"):
+    for name in ("heartbeat", "billing", "workflows", "runs"):
         controller = memo.get(name)
         if controller is not None:
             await controller.close()

@@ -42,6 +42,7 @@ class Kube:
         self.api_client = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
         self.retry = retry or Retry()
         self.events = Background(limit=10000)
 
@@ -203,6 +204,23 @@ class Kube:
                 _content_type=MERGE_PATCH,  # type: ignore[call-arg]
             )
         )
+
+    async def renew_lease(
+        self, namespace: str, name: str, holder: str, renew_time: str, labels: dict[str, str]
+    ) -> None:
+        """Set a Lease's renewTime (merge patch), creating the Lease the first time."""
+        spec = {"holderIdentity": holder, "renewTime": renew_time}
+        patched = await self._unless_gone(
+            lambda: self.coordination.patch_namespaced_lease(
+                name,
+                namespace,
+                {"spec": spec},
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg]
+            )
+        )
+        if patched is None:
+            body = {"metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
+            await self._create_raw(self.coordination.create_namespaced_lease, namespace, body)
 
     # --- deletes: a 404 is what was wanted
 
