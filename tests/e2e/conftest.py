@@ -110,7 +110,11 @@ HELM_VALUES = (
 @pytest.fixture(scope="session")
 def installed(realnode: RealCluster) -> str:
     """`helm install` the chart; the operator runs in-cluster with its ServiceAccount. Returns its namespace."""
-    args = ["install", "scriptrun", str(CHART), "--namespace", OPERATOR_NS, "--create-namespace"]
+    # the operator's namespace enforces the Pod Security Standards' "restricted" level: the chart's
+    # pod must pass the API server's PodSecurity admission
+    realnode.kubectl("create", "namespace", OPERATOR_NS)
+    realnode.kubectl("label", "namespace", OPERATOR_NS, "pod-security.kubernetes.io/enforce=restricted")
+    args = ["install", "scriptrun", str(CHART), "--namespace", OPERATOR_NS]
     for value in HELM_VALUES:
         args += ["--set", value]
     helm(realnode, *args, "--wait", "--timeout=180s")

@@ -130,7 +130,18 @@ def _main_container(inputs: PodInputs, image: str, monitored: bool) -> dict[str,
         container["resources"] = spec.resources.dump()
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
+    container["securityContext"] = dict(spec.container_security_context or SCRIPT_SECURITY)
     return container
+
+
+# The script container's default securityContext: what the Pod Security Standards' "restricted"
+# level asks of every container (runAsNonRoot is the run's choice: spec.securityContext)
+SCRIPT_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+MONITOR_USER = 10001  # the monitor image's user (runner-image/Dockerfile.monitor)
 
 
 def _env_list(env: dict[str, str]) -> list[dict[str, Any]]:
@@ -179,6 +190,9 @@ def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "runAsNonRoot": True,
+            "runAsUser": MONITOR_USER,
         },
     }
     if inputs.monitor_pull_policy:

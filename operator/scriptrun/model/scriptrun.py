@@ -160,6 +160,12 @@ class RunTemplate(ApiModel):
         default=None, description="Run pods get no API token unless this is true."
     )
     security_context: Object | None = Field(default=None, description="Pod securityContext.")
+    container_security_context: Object | None = Field(
+        default=None,
+        description="The script container's securityContext. Default: no privilege escalation, every capability "
+        "dropped, the RuntimeDefault seccomp profile (what Pod Security Standards 'restricted' asks of a "
+        "container); set it to relax or extend that.",
+    )
     priority_class_name: str | None = None
     pod_metadata: PodMetadata | None = None
 
