@@ -21,7 +21,17 @@ log() { echo "[k8s-binaries] $*" >&2; }
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 command -v go >/dev/null || { log "go is required (Go toolchain not found on PATH)"; exit 1; }
 
+# One build at a time per cache (as hack/build-image.sh): two checkouts' `make test` share $BIN and
+# $CACHE/build, so the second waits for the first (then finds everything built) instead of both writing
+# the same files. --print-dir (above) never waits. Binaries land under a temp name, then `mv` (atomic):
+# a reader never sees half a file, and a killed build leaves no executable that looks finished.
+exec 9>"$BIN/.lock"
+flock -n 9 || { log "waiting for another build using $BIN (lock $BIN/.lock)"; flock 9; }
+rm -f "$BIN"/.*.tmp  # left by a build that was killed
+
 have() { [[ -x "$BIN/$1-$2" ]]; }
+# put <file> in place as $BIN/<name>, atomically (a rename within $BIN)
+install_bin() { mv "$1" "$BIN/.$2.tmp" && mv "$BIN/.$2.tmp" "$BIN/$2"; }
 
 build_kube() {
   local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=0 n
@@ -72,7 +82,7 @@ GO
   go build -trimpath -ldflags "$ldf" -o out/ k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
-  for n in "${names[@]}"; do mv "out/$n" "$BIN/$n-$K8S_VERSION"; done
+  for n in "${names[@]}"; do install_bin "out/$n" "$n-$K8S_VERSION"; done
 }
 
 build_etcd() {
@@ -84,14 +94,15 @@ build_etcd() {
     go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   fi
   log "building etcd $ETCD_VERSION"
-  go build -trimpath -ldflags "-s -w" -o "$BIN/etcd-$ETCD_VERSION" go.etcd.io/etcd/server/v3
+  go build -trimpath -ldflags "-s -w" -o "$BIN/.etcd-$ETCD_VERSION.tmp" go.etcd.io/etcd/server/v3
+  mv "$BIN/.etcd-$ETCD_VERSION.tmp" "$BIN/etcd-$ETCD_VERSION"
 }
 
 build_kwok() {
   have kwok "$KWOK_VERSION" && return 0
   log "building kwok $KWOK_VERSION"
   GOBIN="$CACHE/build/kwok-$KWOK_VERSION" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-  mv "$CACHE/build/kwok-$KWOK_VERSION/kwok" "$BIN/kwok-$KWOK_VERSION"
+  install_bin "$CACHE/build/kwok-$KWOK_VERSION/kwok" "kwok-$KWOK_VERSION"
 }
 
 build_helm() {
@@ -99,7 +110,7 @@ build_helm() {
   log "building helm $HELM_VERSION"
   GOBIN="$CACHE/build/helm-$HELM_VERSION" go install -trimpath \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  mv "$CACHE/build/helm-$HELM_VERSION/helm" "$BIN/helm-$HELM_VERSION"
+  install_bin "$CACHE/build/helm-$HELM_VERSION/helm" "helm-$HELM_VERSION"
 }
 
 build_otelcol() {
@@ -136,7 +147,8 @@ YAML
   # (the builder also makes an unused temp dir each run: keep it in $work, not /tmp)
   TMPDIR="$work" ../builder --config ../manifest.yaml --skip-get-modules --skip-compilation
   log "building otelcol $v (collector builder sources)"
-  go build -trimpath -ldflags "-s -w" -o "$BIN/otelcol-$v" .
+  go build -trimpath -ldflags "-s -w" -o "$BIN/.otelcol-$v.tmp" .
+  mv "$BIN/.otelcol-$v.tmp" "$BIN/otelcol-$v"
 }
 
 start=$(date +%s)
@@ -147,11 +159,12 @@ build_helm
 build_otelcol
 log "binaries ready in $BIN ($(( $(date +%s) - start ))s)"
 # stable names for the test suite
-cat > "$BIN/versions.env" <<ENV
+cat > "$BIN/.versions.env.tmp" <<ENV
 K8S_VERSION=$K8S_VERSION
 ETCD_VERSION=$ETCD_VERSION
 KWOK_VERSION=$KWOK_VERSION
 HELM_VERSION=$HELM_VERSION
 OTELCOL_VERSION=$OTELCOL_VERSION
 ENV
+mv "$BIN/.versions.env.tmp" "$BIN/versions.env"  # tests of another checkout may be reading it
 echo "$BIN"

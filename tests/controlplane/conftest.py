@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +13,25 @@ import pytest
 from tests.support.controlplane import ControlPlane, binaries_dir
 from tests.support.kube import Kube
 from tests.support.operator import OperatorProcess
+from tests.support.testlogs import FailureLogs
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROL_PLANE_INFO: list[str] = []
+FAILURE_LOGS = FailureLogs("controlplane")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in CONTROL_PLANE_INFO:
         terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test (setup, call or teardown): keep the control plane's logs past the run (testlogs.py)."""
+    report = yield
+    if report.failed and (line := FAILURE_LOGS.on_failure(getattr(item, "funcargs", {}), report.nodeid, report.when)):
+        CONTROL_PLANE_INFO.append(line)
+    return report
 
 
 @pytest.fixture(scope="session")

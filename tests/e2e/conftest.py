@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +20,13 @@ from tests.support import node_host
 from tests.support.controlplane import binaries_dir
 from tests.support.kube import Kube
 from tests.support.realnode import RealCluster
+from tests.support.testlogs import FailureLogs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "scriptrun"
 OPERATOR_NS = "scriptrun-system"
 REALNODE_INFO: list[str] = []
+FAILURE_LOGS = FailureLogs("e2e")
 TIER_STARTED: list[float] = []  # when the real node started coming up (the tier's duration ends at teardown)
 REQUIRED_ARCHIVES = ("runner.oci.tar", "monitor.oci.tar", "operator.oci.tar", "test-python3.oci.tar")
 
@@ -32,6 +34,16 @@ REQUIRED_ARCHIVES = ("runner.oci.tar", "monitor.oci.tar", "operator.oci.tar", "t
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in REALNODE_INFO:
         terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test (setup, call or teardown): keep the real node's logs (control plane, kubelet,
+    containerd, kube-proxy, and every container's, the operator's among them) past the run (testlogs.py)."""
+    report = yield
+    if report.failed and (line := FAILURE_LOGS.on_failure(getattr(item, "funcargs", {}), report.nodeid, report.when)):
+        REALNODE_INFO.append(line)
+    return report
 
 
 def image_dir() -> Path:

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any
 import yaml
 
 from tests.support.certs import make_certs
+from tests.support.ports import allocate_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KWOK_STAGES = Path(__file__).parent / "kwok"
@@ -53,9 +53,9 @@ def _die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a child process to listen on: held machine-wide for this test process, outside the
+    kernel's ephemeral range, so nothing else takes it before the child binds it (tests/support/ports.py)."""
+    return allocate_port()
 
 
 @dataclass

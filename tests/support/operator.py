@@ -27,6 +27,8 @@ class OperatorProcess:
         self.liveness_port = 0
 
     def start(self, timeout: float = 60) -> OperatorProcess:
+        # free_port() holds each port machine-wide for this test process and draws it from outside the
+        # kernel's ephemeral range, so no connection or other test run takes it before the operator binds
         port = self.liveness_port = free_port()
         # the metrics port stays the same across restarts, like a Deployment's: scrape configs hold
         self.metrics_port = self.metrics_port or free_port()
