@@ -79,11 +79,15 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+class _UsageError(ValueError):
+    pass
+
+
 def _parameters(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"error: -p expects NAME=VALUE, got {item!r}")
+            raise _UsageError(f"-p expects NAME=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key] = value
     return out
@@ -98,36 +102,51 @@ def _print_object(obj: dict[str, Any], fmt: str) -> None:
         print(yaml.safe_dump(obj, sort_keys=False))
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
-    from scriptrun.model.manifest import ManifestError, load_documents, parse_object, read_error
+    """Exit 2 with one `error: FILE: ...` line for a manifest (or option) that cannot run, before
+    anything runs; a warning line for each field that is ignored locally; on Ctrl-C or SIGTERM the
+    running attempts are stopped, the work directory removed, and the exit code is 130."""
+    from scriptrun.local.cost import PriceError, pricing
+    from scriptrun.local.manifest import ManifestError, load
     from scriptrun.model.scriptrun import ScriptRun
 
-    path = Path(args.file)
     try:
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise read_error(str(path), err) from err
-        docs = load_documents(text, str(path))
-        configmaps = {d.get("metadata", {}).get("name", ""): d for d in docs if d.get("kind") == "ConfigMap"}
-        objects = [parse_object(d, str(path)) for d in docs if d.get("kind") != "ConfigMap"]
+        overrides = _parameters(args.parameter)
+        manifest = load(Path(args.file), overrides)
+        prices = None if args.no_cost else pricing(args.price)  # an unusable price is an error, not a default
     except ManifestError as err:
+        print("\n".join(err.lines(args.file)), file=sys.stderr)
+        return 2
+    except (PriceError, _UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if len(objects) != 1:
-        print(f"error: {path}: expected exactly one ScriptRun or Workflow, found {len(objects)}", file=sys.stderr)
+    except Exception as err:  # a check that broke on strange input: still one line, still nothing run
+        what = " ".join(str(err).split())[:200]
+        print(
+            f"error: {args.file}: cannot be checked ({type(err).__name__}: {what}); please report it", file=sys.stderr
+        )
         return 2
-    obj = objects[0]
-    from scriptrun.local.cost import PriceError, pricing
+    for line in manifest.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+    import signal
+    import threading
 
-    try:  # before running anything: a price that cannot be used is an error, not a silent default
-        prices = None if args.no_cost else pricing(args.price)
-    except PriceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if isinstance(obj, ScriptRun):
-        return _run_scriptrun(obj, configmaps, args, prices)
-    return _run_workflow(obj, args, prices)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        if isinstance(manifest.obj, ScriptRun):
+            return _run_scriptrun(manifest.obj, manifest.configmaps, args, prices)
+        return _run_workflow(manifest.obj, manifest.configmaps, overrides, args, prices)
+    except KeyboardInterrupt:
+        print("scriptrun: interrupted; the running attempts were stopped", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespace, prices: LocalPricing | None) -> int:
@@ -143,23 +162,28 @@ def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespac
     return 0 if final.status.phase.value == "Succeeded" else 1
 
 
-def _run_workflow(wf: Any, args: argparse.Namespace, prices: LocalPricing | None) -> int:
-    from scriptrun.engine.dag import PlanError, build_plan
+def _run_workflow(
+    wf: Any,
+    configmaps: dict[str, Any],
+    overrides: dict[str, str],
+    args: argparse.Namespace,
+    prices: LocalPricing | None,
+) -> int:
+    from scriptrun.local.validate import plan as build_plan
     from scriptrun.local.wf_output import WorkflowProgress, write_junit
     from scriptrun.local.workflow import run_workflow_local
 
-    overrides = _parameters(args.parameter)
-    try:
-        plan = build_plan(wf.spec, overrides=overrides)
-    except PlanError as err:
-        print(f"error: {args.file}: invalid Workflow:", file=sys.stderr)
-        for line in err.errors:
-            print(f"  {line}", file=sys.stderr)
-        return 2
+    plan = build_plan(wf.spec, overrides=overrides)  # checked when the manifest was loaded
     costs: dict[str, RunCost] = {}
     with WorkflowProgress(stream=sys.stderr) as progress:
         final = run_workflow_local(
-            wf, overrides=overrides, on_change=progress.change, on_event=progress.event, pricing=prices, costs=costs
+            wf,
+            overrides=overrides,
+            on_change=progress.change,
+            on_event=progress.event,
+            pricing=prices,
+            costs=costs,
+            configmaps=configmaps,
         )
     if args.junit:
         write_junit(final, plan, Path(args.junit))

@@ -41,7 +41,7 @@ class Progress:
                 str(att.attempt),
                 att.phase.value,
                 "" if att.exit_code is None else str(att.exit_code),
-                att.reason or "",
+                f"{att.reason}: {att.message}" if att.reason and att.message else att.reason or "",
                 (att.start_time or "")[11:23],
                 (att.finish_time or "")[11:23],
             )

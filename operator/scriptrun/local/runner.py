@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from scriptrun.engine import clock
 from scriptrun.engine.run import Blocked, RunEvent, StartAttempt, StopAttempt, decide
 from scriptrun.local.cost import LocalPricing, estimate
+from scriptrun.local.ignored import environment
 from scriptrun.local.process import LocalAttempt, start_attempt
 from scriptrun.model.scriptrun import ScriptRun
 
 POLL_SECONDS = 0.05
+TEMP_PREFIX = "scriptrun-"
 Report = Callable[[RunEvent], None]
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Cleanup that a second Ctrl-C (or a SIGTERM) does not cut short: the signals are ignored
+    meanwhile (in the main thread; elsewhere signals are not delivered anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def work_dir(base_dir: Path | None) -> tuple[Path, bool]:
+    """`base_dir`, or a new temporary directory that the caller owns (True) and removes."""
+    if base_dir is not None:
+        return base_dir, False
+    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)), True
 
 
 def _resolve_source(run: ScriptRun, configmaps: dict[str, dict[str, Any]]) -> tuple[str | None, Blocked | None]:
@@ -53,11 +81,12 @@ class LocalRun:
         self.report = report
         self.pricing = pricing  # when set, a finished run's status.cost is its estimate on this machine
         self.source, self.blocked = _resolve_source(run, configmaps or {})
+        self.environment = environment(run.spec, configmaps or {})
         self.status = run.status.model_copy(deep=True)
         self.created = clock.utcnow()
         self.attempts: dict[int, LocalAttempt] = {}
         self.name = run.metadata.name or "scriptrun"
-        self.base = base_dir or Path(tempfile.mkdtemp(prefix="scriptrun-"))
+        self.base, self.owns_base = work_dir(base_dir)
         self.wake_at: float | None = None
 
     @property
@@ -88,6 +117,7 @@ class LocalRun:
                     name=f"{self.name}-a{action.attempt}",
                     source=self.source,
                     base_dir=self.base,
+                    environment=self.environment,
                 )
             elif isinstance(action, StopAttempt):
                 self.attempts[action.attempt].killed_reason = action.reason
@@ -102,8 +132,12 @@ class LocalRun:
                 self.status = self.status.model_copy(update={"cost": cost})
 
     def close(self) -> None:
-        for att in self.attempts.values():
-            att.stop(grace=1.0)
+        """Stop what still runs; remove the work directory if this run made it."""
+        with shielded():
+            for att in self.attempts.values():
+                att.stop(grace=1.0)
+            if self.owns_base:
+                shutil.rmtree(self.base, ignore_errors=True)
 
 
 def run_local(
@@ -114,14 +148,21 @@ def run_local(
     base_dir: Path | None = None,
     pricing: LocalPricing | None = None,
 ) -> ScriptRun:
-    """Run to completion; returns the run with its final status (with `pricing`, its cost estimate)."""
-    local = LocalRun(run, configmaps=configmaps, report=report, base_dir=base_dir, pricing=pricing)
+    """Run to completion; returns the run with its final status (with `pricing`, its cost estimate).
+    Whatever ends it (also Ctrl-C), its processes are stopped and its work directory is removed."""
+    base, owns_base = work_dir(base_dir)
     try:
-        while True:
-            local.step()
-            if local.done:
-                break
-            time.sleep(POLL_SECONDS)
+        local = LocalRun(run, configmaps=configmaps, report=report, base_dir=base, pricing=pricing)
+        try:
+            while True:
+                local.step()
+                if local.done:
+                    break
+                time.sleep(POLL_SECONDS)
+        finally:
+            local.close()
     finally:
-        local.close()
+        if owns_base:
+            with shielded():
+                shutil.rmtree(base, ignore_errors=True)
     return run.model_copy(update={"status": local.status})

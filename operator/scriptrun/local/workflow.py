@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from scriptrun.engine import clock, observe
-from scriptrun.engine.dag import Plan, build_plan
+from scriptrun.engine.dag import Plan
 from scriptrun.engine.observe import ChildObservation
 from scriptrun.engine.workflow import WorkflowEvent, decide_workflow
 from scriptrun.local.cost import LocalPricing
-from scriptrun.local.runner import POLL_SECONDS, LocalRun
+from scriptrun.local.runner import POLL_SECONDS, LocalRun, shielded, work_dir
+from scriptrun.local.validate import plan as build_plan
 from scriptrun.model.common import ObjectMeta
 from scriptrun.model.scriptrun import RunCost, ScriptRun, ScriptRunSpec
 from scriptrun.model.workflow import Workflow, WorkflowPhase
@@ -34,14 +36,16 @@ def run_workflow_local(
     base_dir: Path | None = None,
     pricing: LocalPricing | None = None,
     costs: dict[str, RunCost] | None = None,
+    configmaps: dict[str, dict[str, Any]] | None = None,
 ) -> Workflow:
     """Run to completion. With `pricing`, each task's run gets its cost estimate (its status.cost)
-    when it finishes, and `costs` (when given) is filled with them by node id."""
+    when it finishes, and `costs` (when given) is filled with them by node id. Tasks read the
+    `configmaps` (of the same file) as a ScriptRun does."""
     plan = build_plan(wf.spec, overrides=overrides)
     name = wf.metadata.name or "workflow"
-    base = base_dir or Path(tempfile.mkdtemp(prefix=f"{name}-"))
     runs: dict[str, LocalRun] = {}
     status = wf.status.model_copy(deep=True)
+    base, owns_base = work_dir(base_dir)
     try:
         while True:
             for run in runs.values():
@@ -56,7 +60,7 @@ def run_workflow_local(
                     metadata=ObjectMeta(name=f"{name}-{start.node}", namespace=wf.metadata.namespace),
                     spec=ScriptRunSpec.model_validate(start.template.model_dump()),
                 )
-                runs[start.node] = LocalRun(child, base_dir=base, pricing=pricing)
+                runs[start.node] = LocalRun(child, configmaps=configmaps, base_dir=base, pricing=pricing)
                 runs[start.node].step()
             for stop in decision.stop:
                 runs[stop.node].terminate()
@@ -74,5 +78,8 @@ def run_workflow_local(
                 return current
             time.sleep(POLL_SECONDS)
     finally:
-        for run in runs.values():
-            run.close()
+        with shielded():
+            for run in runs.values():
+                run.close()
+            if owns_base:
+                shutil.rmtree(base, ignore_errors=True)
