@@ -406,3 +406,13 @@ def test_an_unseen_child_holds_its_slot_and_shows_as_running() -> None:
     done = {"a": ChildObservation(phase="Succeeded")}
     d = decide_workflow(plan, s, d.status, done, T0, name="wf", expected={"b"})
     assert [x.node for x in d.start] == ["c"]
+
+
+def test_a_cycle_through_the_longest_chain_allowed_is_found_without_recursion() -> None:
+    from scriptrun.model.workflow import MAX_TASKS
+
+    tasks = [task(f"t{i}", dependencies=[f"t{(i + 1) % MAX_TASKS}"]) for i in range(MAX_TASKS)]
+    (error,) = errors_of(spec(tasks))
+    assert error.startswith("dependency cycle: t0 -> t1 -> t2") and error.endswith("-> t1999 -> t0")
+    chain = [task("t0")] + [task(f"t{i}", dependencies=[f"t{i - 1}"]) for i in range(1, MAX_TASKS)]
+    assert len(build_plan(spec(chain)).nodes) == MAX_TASKS

@@ -83,28 +83,28 @@ def _template_texts(task: WorkflowTask) -> list[tuple[str, str]]:
 
 
 def _cycle(deps: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(name: str) -> list[str] | None:
-        state[name] = 1
-        stack.append(name)
-        for dep in sorted(deps.get(name, ())):
+    """The first dependency cycle in a depth-first walk (names sorted), as a path that ends where it
+    starts; None if there is none. Iterative: a chain as long as the schema allows (MAX_TASKS) must
+    not reach Python's recursion limit."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    for root in sorted(deps):
+        if state.get(root) is not None:
+            continue
+        path: list[str] = [root]
+        todo: list[list[str]] = [sorted(deps.get(root, ()), reverse=True)]  # per path entry, what is left
+        state[root] = 1
+        while path:
+            if not todo[-1]:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            dep = todo[-1].pop()
             if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
+                return [*path[path.index(dep) :], dep]
             if state.get(dep) is None:
-                found = visit(dep)
-                if found:
-                    return found
-        stack.pop()
-        state[name] = 2
-        return None
-
-    for name in sorted(deps):
-        if state.get(name) is None:
-            found = visit(name)
-            if found:
-                return found
+                state[dep] = 1
+                path.append(dep)
+                todo.append(sorted(deps.get(dep, ()), reverse=True))
     return None
 
 

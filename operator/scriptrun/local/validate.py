@@ -12,7 +12,6 @@ import functools
 import json
 import math
 import re
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,13 +19,11 @@ import cel
 from pydantic import BaseModel, ValidationError
 
 from scriptrun.engine.dag import Plan, PlanError, build_plan
-from scriptrun.model.common import QUANTITY_PATTERN
+from scriptrun.model.common import MAX_SECONDS, QUANTITY_PATTERN
 from scriptrun.model.crd import model_schema
-from scriptrun.model.workflow import MAX_TASKS, PARAM_NAME_PATTERN, TASK_NAME_PATTERN, WorkflowSpec
+from scriptrun.model.workflow import PARAM_NAME_PATTERN, TASK_NAME_PATTERN, WorkflowSpec
 
 INT64 = (-(2**63), 2**63 - 1)
-MAX_SECONDS = 1_000_000_000
-"""The largest `...Seconds` value taken locally (about 31 years): the engine adds them to the clock."""
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")  # what the API server takes in a pod
@@ -218,13 +215,8 @@ def env_problems(spec: Any) -> list[str]:
 
 
 def plan(spec: WorkflowSpec, overrides: dict[str, str] | None = None) -> Plan:
-    """build_plan, with room for its recursive cycle search on the longest chain the schema allows."""
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 4 * MAX_TASKS + 1000))
-    try:
-        return build_plan(spec, overrides=overrides)
-    finally:
-        sys.setrecursionlimit(limit)
+    """build_plan (its cycle search is iterative: the longest chain the schema allows is fine)."""
+    return build_plan(spec, overrides=overrides)
 
 
 _TASK = re.compile(r"^task ([a-z0-9-]+): (.*)$", re.S)

@@ -11,6 +11,9 @@ from pydantic.alias_generators import to_camel
 
 # JSON-schema hints the CRD generator turns into Kubernetes schema extensions.
 PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+# the most any ...Seconds field may say (about 31 years): the engine adds these to timestamps, and a
+# larger number overflows a datetime (the API server refuses it, naming the field)
+MAX_SECONDS = 1_000_000_000
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:

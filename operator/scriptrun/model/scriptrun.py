@@ -9,6 +9,7 @@ from pydantic import Field
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.model.common import (
+    MAX_SECONDS,
     ApiModel,
     Condition,
     ConfigMapKeyRef,
@@ -68,9 +69,10 @@ class Backoff(ApiModel):
     )
     duration_seconds: float = Field(default=1.0, ge=0, le=86400, description="Base wait d.")
     factor: float = Field(default=2.0, ge=1, le=100, description="Growth factor for exponential.")
-    cap_seconds: float | None = Field(default=None, ge=0, description="Longest single wait.")
+    cap_seconds: float | None = Field(default=None, le=MAX_SECONDS, ge=0, description="Longest single wait.")
     max_duration_seconds: float | None = Field(
         default=None,
+        le=MAX_SECONDS,
         ge=0,
         description="No new attempt starts later than this many seconds after the run started.",
     )
@@ -133,10 +135,11 @@ class RunTemplate(ApiModel):
     env_from: list[Object] | None = None
     resources: Resources | None = None
     timeout_seconds: int | None = Field(
-        default=None, ge=1, description="Deadline of each attempt (the pod's activeDeadlineSeconds)."
+        default=None, le=MAX_SECONDS, ge=1, description="Deadline of each attempt (the pod's activeDeadlineSeconds)."
     )
     pending_timeout_seconds: int | None = Field(
         default=None,
+        le=MAX_SECONDS,
         ge=1,
         description="Fail an attempt whose pod is not running this many seconds after the attempt was created "
         "(image that cannot be pulled, unschedulable, ...), with the reason it waited for. Such a failure is an "
@@ -190,7 +193,10 @@ class ScriptRunSpec(RunTemplate):
         default=None, description="Stop now: the running attempt is stopped and no retry starts (phase Failed)."
     )
     ttl_seconds_after_finished: int | None = Field(
-        default=None, ge=0, description="Delete the ScriptRun (and its pods) this long after it finished."
+        default=None,
+        le=MAX_SECONDS,
+        ge=0,
+        description="Delete the ScriptRun (and its pods) this long after it finished.",
     )
 
 

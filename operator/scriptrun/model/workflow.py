@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, PlainSerializer, WithJsonSchema
 
 from scriptrun import API_GROUP, API_VERSION
-from scriptrun.model.common import ApiModel, Condition, ObjectMeta, cel
+from scriptrun.model.common import MAX_SECONDS, ApiModel, Condition, ObjectMeta, cel
 from scriptrun.model.scriptrun import Budget, RunTemplate
 
 TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -116,9 +116,9 @@ class WorkflowTask(RunTemplate):
 
 
 class TtlStrategy(ApiModel):
-    seconds_after_completion: int | None = Field(default=None, ge=0)
-    seconds_after_success: int | None = Field(default=None, ge=0)
-    seconds_after_failure: int | None = Field(default=None, ge=0)
+    seconds_after_completion: int | None = Field(default=None, le=MAX_SECONDS, ge=0)
+    seconds_after_success: int | None = Field(default=None, le=MAX_SECONDS, ge=0)
+    seconds_after_failure: int | None = Field(default=None, le=MAX_SECONDS, ge=0)
 
 
 class PodGC(ApiModel):
@@ -154,7 +154,7 @@ class WorkflowSpec(ApiModel):
     )
     parallelism: int | None = Field(default=None, ge=1, le=10000, description="Most tasks running at once.")
     fail_fast: bool = Field(default=True, description="Start no new task once one has failed.")
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    active_deadline_seconds: int | None = Field(default=None, le=MAX_SECONDS, ge=1)
     suspend: bool | None = Field(default=None, description="While true, no new task starts.")
     shutdown: Literal["Stop", "Terminate"] | None = Field(
         default=None, description="Stop: let running tasks finish, then exit handlers. Terminate: stop now."
