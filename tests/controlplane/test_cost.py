@@ -183,6 +183,9 @@ def test_a_spot_reclaim_is_retried_without_counting_and_still_costs(ns: Kube) ->
     lost = ns.wait_phase("evicted-on-demand", "Failed")
     assert lost["attempts"][0]["counted"] is True and "disruption" not in lost["attempts"][0]
     assert lost["cost"]["attempts"] == 1
+    # every run ends here: one left running would still be reconciled while its namespace is deleted
+    ns.patch("pod", "evicted-spot-a2", {"metadata": {"annotations": {EXIT: "0"}}})
+    assert ns.wait_phase("evicted-spot", "Succeeded")["cost"]["attempts"] == 2
 
 
 def chained(name: str, tasks: int, budget: dict[str, str]) -> dict[str, Any]:
