@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,8 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scriptrun.engine import clock
-from tests.controlplane.test_cost import EXIT, NODES, TAINT, pinned
+from tests.controlplane.test_cost import EXIT, NODES, TAINT, by_hand, finish_on_each_node, pinned, split
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube
 from tests.support.operator import OperatorProcess, namespace, own_operator
@@ -159,37 +157,19 @@ def ns(cluster: ControlPlane, clouded: OperatorProcess) -> Iterator[Kube]:
     yield from namespace(cluster, clouded)
 
 
-def split(hourly: Decimal, vcpus: int, gib: int) -> tuple[Decimal, Decimal]:
-    """A whole-node price as per-core and per-GiB rates, by OpenCost's default ratios (by hand)."""
-    ratio = Decimal("0.031611") / Decimal("0.004237")
-    ram = hourly / (vcpus * ratio + gib)
-    return ram * ratio, ram
-
-
 def expected(node: str, status: dict[str, Any]) -> Decimal:
-    (attempt,) = status["attempts"]
-    start, finish = clock.parse(attempt["startTime"]), clock.parse(attempt["finishTime"])
-    assert start is not None and finish is not None
-    hours = Decimal(str((finish - start).total_seconds())) / 3600
-    cores = Decimal("0.8") + Decimal("0.01")  # the script's measured 80% of a core; the monitor's 10m
-    gib = Decimal(1) + Decimal(32) / 1024  # the script's 1Gi request; the monitor's 32Mi
+    """By hand, with the rates the stand-in APIs answered for the node."""
     if node == "cost-aws-m5":
         cpu, ram = split(Decimal(AWS_HOURLY), 2, 8)
     elif node == "cost-azure-spot":
         cpu, ram = split(Decimal(AZURE_SPOT_HOURLY), 4, 16)
     else:
         cpu, ram = Decimal(GCP_CORE), Decimal(GCP_RAM)
-    return (cores * cpu + gib * ram) * hours
+    return by_hand(status, cpu, ram)
 
 
 def test_each_cloud_api_prices_its_own_node(ns: Kube) -> None:
-    for node in NODES:
-        ns.apply(pinned(node, node))
-    for node in NODES:
-        ns.wait(f"{node} running", lambda node=node: ns.run_status(node).get("phase") == "Running")
-    time.sleep(2)
-    for node in NODES:
-        ns.patch("pod", f"{node}-a1", {"metadata": {"annotations": {EXIT: "0"}}})
+    finish_on_each_node(ns)
     details = {}
     for node in NODES:
         status = ns.wait_phase(node, "Succeeded")

@@ -83,34 +83,50 @@ def pinned(name: str, node: str) -> dict[str, Any]:
     return scriptrun(name, spec)
 
 
-def expected(node: str, status: dict[str, Any]) -> Decimal:
-    """By hand: max(request, measured average) per container x runtime x the node's rates."""
+def split(hourly: Decimal, vcpus: int, gib: int) -> tuple[Decimal, Decimal]:
+    """A whole-node price as per-core and per-GiB rates, by OpenCost's default ratios (by hand)."""
+    ratio = Decimal("0.031611") / Decimal("0.004237")
+    ram = hourly / (vcpus * ratio + gib)
+    cpu = ram * ratio
+    assert abs(vcpus * cpu + gib * ram - hourly) < Decimal("1e-18")
+    return cpu, ram
+
+
+def by_hand(status: dict[str, Any], cpu: Decimal, ram: Decimal) -> Decimal:
+    """max(request, measured average) per container x runtime x these rates (a core-hour, a GiB-hour)."""
     (attempt,) = status["attempts"]
     start, finish = clock.parse(attempt["startTime"]), clock.parse(attempt["finishTime"])
     assert start is not None and finish is not None
     hours = Decimal(str((finish - start).total_seconds())) / 3600
     cores = Decimal("0.8") + Decimal("0.01")  # the script measured at 80% of a core (> 500m); the monitor's 10m
     gib = Decimal(1) + Decimal(32) / 1024  # the script's 1Gi request (> 512 MiB measured); the monitor's 32Mi
+    return (cores * cpu + gib * ram) * hours
+
+
+def expected(node: str, status: dict[str, Any]) -> Decimal:
+    """By hand, with the price table's rates for the node."""
     if node == "cost-aws-m5":  # a whole-node price, split as OpenCost does
-        ratio = Decimal("0.031611") / Decimal("0.004237")
-        ram = Decimal(36000) / (2 * ratio + 8)
-        cpu = ram * ratio
-        assert abs(2 * cpu + 8 * ram - 36000) < Decimal("1e-18")
+        cpu, ram = split(Decimal(36000), 2, 8)
     elif node == "cost-azure-spot":
         cpu, ram = Decimal(72000), Decimal(7200)
     else:
         cpu, ram = Decimal(360000), Decimal(36000)
-    return (cores * cpu + gib * ram) * hours
+    return by_hand(status, cpu, ram)
 
 
-def test_each_run_costs_what_its_node_and_usage_say(ns: Kube) -> None:
+def finish_on_each_node(ns: Kube) -> None:
+    """A run pinned to each node, running a couple of seconds (a runtime worth pricing), then done."""
     for node in NODES:
         ns.apply(pinned(node, node))
     for node in NODES:
         ns.wait(f"{node} running", lambda node=node: ns.run_status(node).get("phase") == "Running")
-    time.sleep(2)  # a runtime worth pricing
+    time.sleep(2)
     for node in NODES:
         ns.patch("pod", f"{node}-a1", {"metadata": {"annotations": {EXIT: "0"}}})
+
+
+def test_each_run_costs_what_its_node_and_usage_say(ns: Kube) -> None:
+    finish_on_each_node(ns)
     for node, shape in NODES.items():
         status = ns.wait_phase(node, "Succeeded")
         cost = status["cost"]

@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from moto import mock_aws
@@ -24,6 +23,7 @@ from scriptrun.cost.prices import StaticPrices, quote
 from scriptrun.pricing.aws import AmbiguousPrice, AwsBilling, AwsPrices, RequestBudgetExceeded
 from scriptrun.pricing.billing import Spend
 from scriptrun.pricing.cache import CachedSource, PriceKey, Throttled
+from tests.support.aws import fake_credentials, queue
 
 NOW = datetime(2026, 11, 22, 10, 30, tzinfo=UTC)
 PRODUCT = json.loads((Path(__file__).parent / "fixtures/pricing/aws/m5.large-us-east-1-linux.json").read_text())
@@ -32,27 +32,8 @@ TAG = "scriptrun.dev/run"
 
 
 @pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake keys in the environment and no shared config, so no real credentials can be picked up."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_PRICING",
-        "AWS_ENDPOINT_URL_EC2",
-        "AWS_ENDPOINT_URL_COST_EXPLORER",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake_credentials(monkeypatch, tmp_path)
 
 
 def client(service: str, region: str = "us-east-1") -> Any:
@@ -383,16 +364,6 @@ TWO_PAGES = [
 def moto_ce() -> Iterator[Any]:
     with mock_aws():
         yield client("ce")
-
-
-def queue(*results: dict[str, Any]) -> None:
-    """Moto answers each distinct get_cost_and_usage request body with the next queued result."""
-    answer = requests.post(
-        "http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
-        json={"results": list(results)},
-        timeout=5,
-    )
-    assert answer.status_code == 201
 
 
 def test_billing_sums_each_tag_value_across_days_and_pages(moto_ce: Any) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.stub import Stubber
 from moto import mock_aws
 
@@ -37,6 +36,7 @@ from scriptrun.k8s.apply import Operation, Outcome, Patch
 from scriptrun.model.scriptrun import RunActualCost, ScriptRunStatus
 from scriptrun.pricing.aws import AwsBilling
 from scriptrun.pricing.billing import BillingLookup, Spend
+from tests.support.aws import fake_credentials, queue
 
 KEY = "scriptrun-run"
 LAG = timedelta(hours=48)
@@ -337,19 +337,9 @@ def test_invalid_billing_settings_say_which_and_why(
 
 
 @pytest.fixture(autouse=True)
-def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Fake keys and no shared config (as in test_pricing_aws): no real credentials are picked up."""
-    for name in ("AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_COST_EXPLORER", raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+def no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake AWS credentials (tests/support/aws.py), and no billing settings from the environment."""
+    fake_credentials(monkeypatch, tmp_path)
     for name in [n for n in os.environ if n.startswith(("SCRIPTRUN_BILLING", "SCRIPTRUN_AZURE_BILLING"))]:
         monkeypatch.delenv(name)
 
@@ -358,16 +348,6 @@ def fake_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def ce() -> Iterator[Any]:
     with mock_aws():
         yield boto3.session.Session().client("ce", region_name="us-east-1")
-
-
-def queue(*results: dict[str, Any]) -> None:
-    """Moto answers each distinct get_cost_and_usage request with the next queued result."""
-    answer = requests.post(
-        "http://motoapi.amazonaws.com/moto-api/static/ce/cost-and-usage-results",
-        json={"results": list(results)},
-        timeout=5,
-    )
-    assert answer.status_code == 201
 
 
 def result(day: str, *groups: tuple[str, str], next_token: str | None = None) -> dict[str, Any]:

@@ -256,15 +256,19 @@ class ScriptRunController:
         )
 
     async def _spot_nodes(self, inputs: RunInputs) -> frozenset[str]:
-        """The spot nodes among those of attempts failing now (read only then: a pod lost on a spot
-        node is a reclaim, retried without counting)."""
+        """The spot nodes among those of attempts failing now: a pod seen failed, or a live one whose
+        pod vanished (read only then: a pod lost on a spot node is a reclaim, retried without counting)."""
         recorded = {a.attempt: a for a in inputs.status.attempts}
         nodes = {
             o.node
             for n, o in inputs.observed.items()
             if o.state == "Failed" and o.node and not (n in recorded and recorded[n].phase.terminal)
         }
-        nodes |= {a.node_name for a in inputs.status.attempts if a.node_name and not a.phase.terminal}
+        nodes |= {
+            a.node_name
+            for a in inputs.status.attempts
+            if a.node_name and not a.phase.terminal and a.attempt not in inputs.observed
+        }
         spot = set()
         for name in sorted(n for n in nodes if n):
             facts = await self.costs.node(name)
