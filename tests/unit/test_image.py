@@ -83,6 +83,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
 PRODUCTS = ("runner", "operator", "monitor")
 HEAVY = ("pydantic", "kopf", "kubernetes_asyncio", "rich", "yaml", "opentelemetry", "cel", "aiohttp")
 SITE = "usr/local/lib/python3.11/dist-packages"
+# the price providers' SDKs (the extras aws, gcp, azure): the operator asks the clouds' price APIs
+CLOUD_SDKS = ("boto3", "botocore", "google/cloud/billing_v1", "azure/mgmt/costmanagement", "azure/identity")
 
 
 def _oci_image() -> ModuleType:
@@ -296,6 +298,12 @@ def test_runner_and_operator_have_every_dependency(archives: dict[str, Archive])
     for name in ("runner", "operator"):
         for module in HEAVY:
             assert _has_module(archives[name], module), (name, module)
+
+
+def test_the_operator_has_the_cloud_price_sdks(archives: dict[str, Archive]) -> None:
+    for module in CLOUD_SDKS:
+        assert _has_module(archives["operator"], module), module
+        assert not _has_module(archives["monitor"], module), module
 
 
 def test_monitor_is_small_and_has_none_of_the_heavy_dependencies(archives: dict[str, Archive]) -> None:
