@@ -40,6 +40,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import scriptrun.handlers  # noqa: F401 - registers the handlers
+    from scriptrun.controllers.peering import PeeringConfig
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,9 +69,20 @@ def _cmd_operator(args: argparse.Namespace) -> int:
             os._exit(0)
 
         signal.signal(signal.SIGTERM, dump_and_exit)
+    os.environ["SCRIPTRUN_WATCH_NAMESPACES"] = ",".join(namespaces)
+    try:
+        peers = PeeringConfig.from_env(os.environ, namespaces)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if peers is not None:
+        os.environ.update(peers.exported())  # the start-up handler's config reads the same identity and priority
     asyncio.run(
         kopf.operator(
-            standalone=True,
+            standalone=peers is None,
+            peering_name=peers.name if peers else None,
+            priority=peers.priority if peers else None,
+            identity=peers.identity if peers else None,  # type: ignore[arg-type]  # Kopf's Identity is a NewType of str
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=args.liveness,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from scriptrun import API_GROUP, API_VERSION
@@ -25,9 +26,16 @@ def child_labels(wf: WorkflowRef, task: str, node: str) -> dict[str, str]:
 
 
 def build_child(
-    wf: WorkflowRef, *, task: str, node: str, template: RunTemplate, traceparent: str | None = None
+    wf: WorkflowRef,
+    *,
+    task: str,
+    node: str,
+    template: RunTemplate,
+    traceparent: str | None = None,
+    inherited_labels: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`traceparent`: tracing on, the Workflow's span (the child's span is a child of it)."""
+    """`traceparent`: tracing on, the Workflow's span (the child's span is a child of it).
+    `inherited_labels`: the Workflow's labels its shard selects on (build/shard.py)."""
     spec = template.dump()
     child: dict[str, Any] = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
@@ -35,7 +43,7 @@ def build_child(
         "metadata": {
             "name": names.child_name(wf.name, node),
             "namespace": wf.namespace,
-            "labels": child_labels(wf, task, node),
+            "labels": {**(inherited_labels or {}), **child_labels(wf, task, node)},
             "ownerReferences": [wf.owner_reference()],
         },
         "spec": spec,

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
+from scriptrun.build.shard import selector_keys
 from scriptrun.controllers.heartbeat import HeartbeatConfig
+from scriptrun.controllers.peering import PeeringConfig
 
 BILLING_PROVIDERS = ("aws", "azure")
 
@@ -98,10 +100,15 @@ class OperatorConfig:
     billing: BillingConfig | None = None  # billing reconciliation; None: off
     billing_error: str | None = None  # why it is off although asked for (invalid settings)
     heartbeat: HeartbeatConfig | None = None  # hung-watch detection; None: off (no namespace for its Lease)
+    shard_selector: str = ""  # label selector of the ScriptRuns and Workflows this operator serves ("": all)
+    shard_keys: tuple[str, ...] = ()  # its keys: children inherit these labels (build/shard.py)
+    peering: PeeringConfig | None = None  # several replicas, one active (controllers/peering.py)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
         billing, billing_error = _billing(os.environ)
+        shard = (os.environ.get("SCRIPTRUN_SHARD_SELECTOR") or "").strip()
+        peers = PeeringConfig.from_env(os.environ, watched_namespaces(os.environ))
         return cls(
             default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE") or DEFAULT_IMAGE,
             monitor_image=os.environ.get("SCRIPTRUN_MONITOR_IMAGE") or DEFAULT_MONITOR_IMAGE,
@@ -118,11 +125,19 @@ class OperatorConfig:
             price_currency=(os.environ.get("SCRIPTRUN_PRICE_CURRENCY") or "USD").upper(),
             billing=billing,
             billing_error=billing_error,
-            heartbeat=_heartbeat(os.environ),
+            heartbeat=_heartbeat(os.environ, peers),
+            shard_selector=shard,
+            shard_keys=selector_keys(shard),  # SelectorError (a ValueError) names a malformed requirement
+            peering=peers,
         )
 
 
-def _heartbeat(env: Mapping[str, str]) -> HeartbeatConfig | None:
+def watched_namespaces(env: Mapping[str, str]) -> list[str]:
+    """The namespaces `scriptrun operator -n` watches (it exports them); none: the whole cluster."""
+    return [n for n in (env.get("SCRIPTRUN_WATCH_NAMESPACES") or "").split(",") if n]
+
+
+def _heartbeat(env: Mapping[str, str], peers: PeeringConfig | None) -> HeartbeatConfig | None:
     """The heartbeat Lease lives in SCRIPTRUN_HEARTBEAT_NAMESPACE (or the pod's namespace, POD_NAMESPACE,
     from the downward API): without either the operator is not in a pod and nothing probes it."""
     namespace = env.get("SCRIPTRUN_HEARTBEAT_NAMESPACE") or env.get("POD_NAMESPACE")
@@ -135,4 +150,5 @@ def _heartbeat(env: Mapping[str, str]) -> HeartbeatConfig | None:
         holder=holder,
         interval=max(float(env.get("SCRIPTRUN_HEARTBEAT_SECONDS") or 10), 0.5),
         window=max(float(env.get("SCRIPTRUN_WATCH_TIMEOUT_SECONDS") or 120), 0.0),
+        peering=peers,
     )

@@ -20,12 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scriptrun.controllers import peering
+from scriptrun.controllers.peering import PeeringConfig
 from scriptrun.engine import clock
 from scriptrun.k8s.api import Kube
 
 log = logging.getLogger(__name__)
 LABEL = "scriptrun.dev/heartbeat"  # on the heartbeat Leases; the watch selects on it
-RESOURCE = "coordination.k8s.io/leases"
+RESOURCE = ("coordination.k8s.io", "leases")  # a (group, plural) key: Kopf misreads "a.b/c" strings
 
 
 class WatchStale(RuntimeError):
@@ -39,6 +41,7 @@ class HeartbeatConfig:
     holder: str  # the pod (or host) name
     interval: float = 10.0
     window: float = 120.0  # 0: never fail the probe
+    peering: PeeringConfig | None = None  # several replicas: a paused standby's watches are closed on purpose
 
 
 class Heartbeat:
@@ -50,6 +53,7 @@ class Heartbeat:
         self._seen: float | None = None  # when our renewal last came back through the watch
         self._written: str | None = None  # the renewTime we last wrote
         self._task: asyncio.Task[None] | None = None
+        self.standby_to: str | None = None  # the active peer this replica yields to (peering.py)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="scriptrun-heartbeat")
@@ -63,6 +67,7 @@ class Heartbeat:
     async def _loop(self) -> None:
         while True:
             await self.beat()
+            await self.look_at_peers()
             await asyncio.sleep(self.config.interval)
 
     async def beat(self) -> None:
@@ -79,6 +84,28 @@ class Heartbeat:
         except Exception as err:  # the API server down or frozen: the probe will say so in time
             log.warning("heartbeat lease not renewed: %s: %s", type(err).__name__, err)
 
+    async def look_at_peers(self) -> None:
+        """With peering: am I the standby? Kopf has then closed my watches, heartbeat's included."""
+        me = self.config.peering
+        if me is None:
+            return
+        plural = peering.NAMESPACED_PLURAL if me.namespace else peering.CLUSTER_PLURAL
+        try:
+            found = await asyncio.wait_for(
+                self.kube.get_peering(peering.GROUP, peering.VERSION, plural, me.name, me.namespace),
+                timeout=max(self.config.interval, 1.0),
+            )
+        except Exception as err:  # unknown: keep the last answer; a frozen API server shows in the heartbeat
+            log.warning("peering %s not read: %s: %s", me.name, type(err).__name__, err)
+            return
+        was, self.standby_to = self.standby_to, peering.standby_to(found, me, clock.utcnow())
+        if self.standby_to is not None and was is None:
+            log.info("standby: %s is the active replica (its watches paused mine)", self.standby_to)
+            self._seen = None
+        elif self.standby_to is None and was is not None:
+            log.info("active: %s is gone, this replica takes over", was)
+            self._started = self._now()  # the watch window starts again with the resumed watches
+
     def seen(self, body: dict[str, Any]) -> None:
         """A watch event for a heartbeat Lease: ours counts (another replica's does not)."""
         if (body.get("metadata") or {}).get("name") == self.config.name:
@@ -87,6 +114,8 @@ class Heartbeat:
     def health(self) -> dict[str, Any]:
         """The probe's answer; raises WatchStale when the watch has shown nothing for the window."""
         now = self._now()
+        if self.standby_to is not None:
+            return {"standby": True, "active": self.standby_to}
         since = now - (self._seen if self._seen is not None else self._started)
         if self.config.window and since > self.config.window:
             what = "no heartbeat came back" if self._seen is None else "the last heartbeat came back"

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from scriptrun.build import names
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
+from scriptrun.build.shard import inherited
 from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
@@ -355,7 +356,8 @@ class ScriptRunController:
         self, run: RunRef, body: dict[str, Any], spec: RunTemplate, attempt: int, traceparent: str | None
     ) -> dict[str, Any]:
         labels = body["metadata"].get("labels") or {}
-        extra = tuple((k, labels[k]) for k in (names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE) if k in labels)
+        keys = (*self.config.shard_keys, names.LABEL_WORKFLOW, names.LABEL_TASK, names.LABEL_NODE)
+        extra = tuple(inherited(labels, keys).items())  # the shard's keys too: its pod watch selects on them
         config = self.config
         return build_pod(
             PodInputs(

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from scriptrun.build import names
 from scriptrun.build.patch import as_stored, merge_patch
+from scriptrun.build.shard import inherited
 from scriptrun.build.workflow import WorkflowRef, build_child
 from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, has_values, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
@@ -292,7 +293,14 @@ class WorkflowController:
                     self.expected.setdefault(key, set()).discard(node)
                 case StartNode(node=node, template=template):
                     task = plan.nodes[node].task
-                    manifest = build_child(ref, task=task, node=node, template=template, traceparent=traceparent)
+                    manifest = build_child(
+                        ref,
+                        task=task,
+                        node=node,
+                        template=template,
+                        traceparent=traceparent,
+                        inherited_labels=inherited(body["metadata"].get("labels"), self.config.shard_keys),
+                    )
                     early.append(Create(manifest))
                 case StopNode(node=node):
                     early.append(Patch(CHILD_KIND, namespace, child_name(node), {"spec": {"terminate": True}}))

@@ -8,6 +8,7 @@ from typing import Any
 
 import kopf
 
+from scriptrun import API_GROUP
 from scriptrun.build import names
 from scriptrun.controllers import heartbeat
 from scriptrun.controllers.billing import start_billing
@@ -37,11 +38,22 @@ class NoProgress(kopf.AnnotationsProgressStorage):
         return essence
 
 
+def select_watches(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    """Server-side label selectors: our pods only, the heartbeat Leases only, and with a shard
+    selector only this shard's ScriptRuns, Workflows and pods (build/shard.py). Keys are (group,
+    plural) pairs: Kopf reads a "group.tld/plural" string as something else and matches nothing."""
+    selectors = settings.watching.label_selectors
+    pods = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
+    selectors["", "pods"] = f"{pods},{config.shard_selector}" if config.shard_selector else pods
+    selectors[heartbeat.RESOURCE] = f"{heartbeat.LABEL}=true"  # only the heartbeats
+    if config.shard_selector:
+        for plural in ("scriptruns", "workflows"):
+            selectors[API_GROUP, plural] = config.shard_selector
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # we post our own Events; log lines stay logs
-    settings.watching.label_selectors["pods"] = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-    settings.watching.label_selectors[heartbeat.RESOURCE] = f"{heartbeat.LABEL}=true"  # only the heartbeats
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     settings.watching.inactivity_timeout = 70
     settings.persistence.diffbase_storage = NoEssence()
@@ -52,7 +64,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         raise kopf.PermanentError(str(err)) from err
     memo.credentials = credentials
     log.info("cluster credentials from the %s", credentials.source)
-    config = OperatorConfig.from_env()
+    try:
+        config = OperatorConfig.from_env()
+    except ValueError as err:  # a malformed shard selector or peering setting: say which, and stop
+        raise kopf.PermanentError(f"operator settings: {err}") from err
+    select_watches(settings, config)
+    if config.peering is not None:
+        settings.peering.lifetime = config.peering.lifetime
+        log.info(
+            "peering %s as %s (priority %d): active only while no earlier replica is alive",
+            config.peering.name,
+            config.peering.identity,
+            config.peering.priority,
+        )
     kube = Kube(credentials.api_client())
     runs: ScriptRunController | None = None
 

@@ -144,6 +144,14 @@ class Kube:
             lambda: self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
         )
 
+    async def get_peering(self, group: str, version: str, plural: str, name: str, namespace: str | None) -> Any:
+        """Kopf's peering object (a ClusterKopfPeering when `namespace` is None); None if absent."""
+        if namespace is None:
+            return await self._unless_gone(lambda: self.custom.get_cluster_custom_object(group, version, plural, name))
+        return await self._unless_gone(
+            lambda: self.custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+        )
+
     async def list_custom(self, plural: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """Every matching object, read in pages of 500; errors.Gone if a page's token expired."""
         items: list[dict[str, Any]] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,12 @@ from scriptrun.engine import clock
 
 log = logging.getLogger(__name__)
 COMPONENT = "scriptrun-operator"
+
+
+def instance() -> str:
+    """Which operator replica reports (the pod's name): with several replicas or shards, Events say
+    which one acted."""
+    return os.environ.get("POD_NAME") or socket.gethostname()
 
 
 class Background:
@@ -59,7 +67,7 @@ def event_body(obj: dict[str, Any], etype: str, reason: str, message: str, now: 
         "message": message[:1024],
         "source": {"component": COMPONENT},
         "reportingComponent": COMPONENT,
-        "reportingInstance": COMPONENT,
+        "reportingInstance": instance(),
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
