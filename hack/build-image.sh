@@ -5,6 +5,8 @@
 #   monitor.oci.tar       docker.io/scriptrun/monitor:VERSION    the sidecar: slimmed base, scriptrun without
 #                                                                 its heavy dependencies (psutil, prometheus-client)
 #   test-python3.oci.tar  docker.io/library/scriptrun-test-python3:bookworm   TEST ONLY: the plain base, no scriptrun
+# and beside each product archive its SBOM, NAME.cdx.json (CycloneDX: Debian packages, Python distributions),
+# written by hack/sbom.py from the tree the image was packed from.
 # all from one debootstrap base (Debian bookworm minbase + python3, cached in $CACHE/image/base-bookworm).
 # Cached by their inputs: stage-deps (base + user 10001 + the dependencies locked in uv.lock) and
 # stage-monitor (slimmed base + user + the monitor's two); per build only scriptrun's wheel goes on
@@ -163,10 +165,16 @@ for name in deps monitor; do  # a file written through a hard link would have ch
 done
 
 VERSION=$("$PY" -c 'import scriptrun; print(scriptrun.__version__)')
+CLAMP=$(stat -c %Y "$BASE/.complete")
 log "assembling the OCI archives"
-"$PY" "$OCI" images --version "$VERSION" --clamp-mtime "$(stat -c %Y "$BASE/.complete")" \
+"$PY" "$OCI" images --version "$VERSION" --clamp-mtime "$CLAMP" \
   --layer-cache "$IMG/layers" --out-dir "$OUT_DIR" \
   --tree base="$BASE" --tree deps="$IMG/stage-deps" --tree runner="$WORK/runner" \
   --tree monitor-deps="$IMG/stage-monitor" --tree monitor="$WORK/monitor"
 rm -f "$OUT_DIR/scriptrun-runner.oci.tar"  # the single archive of earlier builds
+log "writing the SBOMs"
+# the monitor's slimming removed its dpkg database: its packages are read from the base's, which it was cut from
+"$PY" "$ROOT_DIR/hack/sbom.py" --out-dir "$OUT_DIR" --timestamp "$CLAMP" \
+  --image runner="$WORK/runner" --image operator="$WORK/runner" --image monitor="$WORK/monitor" \
+  --dpkg-db monitor="$BASE/var/lib/dpkg"
 log "done in $((SECONDS - started)) s"

@@ -1,12 +1,14 @@
 """The image archives from `make image` (registry-free, $SCRIPTRUN_IMAGE_DIR): OCI layout, the reference
 `ctr images import` tags, config, contents, that each runs (a chroot of its unpacked layers, the root
-read-only as the chart and the pod builder run them), and that runner-image/Dockerfile* say the same.
+read-only as the chart and the pod builder run them), that runner-image/Dockerfile* say the same, and
+that the SBOM beside each product archive (NAME.cdx.json) is valid CycloneDX and lists what is in it.
 
 Archives are built as root; without them these tests skip (as a normal user) or fail (under CI)."""
 
 from __future__ import annotations
 
 import copy
+import email.parser
 import gzip
 import hashlib
 import importlib.util
@@ -29,6 +31,9 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 import pytest
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
 
 import scriptrun
 
@@ -106,11 +111,22 @@ class Archive:
     manifest: dict[str, Any]
     config: dict[str, Any]
     members: dict[str, tarfile.TarInfo]  # the merged file system: whiteouts applied
-    files: dict[str, bytes]  # a few small files' contents, from the merged view
+    files: dict[str, bytes]  # small files' contents (_kept_file), from the merged view
     blobs: dict[str, Path]  # digest -> the blob, unpacked next to the archive's tests
 
 
-SMALL_FILES = ("etc/passwd", "etc/group")
+SMALL_FILES = ("etc/passwd", "etc/group", "var/lib/dpkg/status")
+DIST_INFO = re.compile(r"usr/(?:local/)?lib/python3[^/]*/[^/]*-packages/[^/]+\.(?:dist-info|egg-info)")
+
+
+def _kept_file(name: str) -> bool:
+    """What the SBOM tests read: dpkg's status and file lists, the Python distributions' metadata."""
+    if name in SMALL_FILES:
+        return True
+    if name.startswith("var/lib/dpkg/info/") and name.endswith(".list"):
+        return True
+    parent, _, base = name.rpartition("/")
+    return base in ("METADATA", "PKG-INFO") and DIST_INFO.fullmatch(parent) is not None
 
 
 def _missing_reason() -> str | None:
@@ -156,7 +172,8 @@ def _load(name: str, blob_dir: Path) -> Archive:
                         files.pop(key, None)
                     continue
                 members[member.name] = member
-                if member.name in SMALL_FILES and member.isfile():
+                files.pop(member.name, None)
+                if member.isfile() and _kept_file(member.name):
                     handle = tar.extractfile(member)
                     assert handle is not None
                     files[member.name] = handle.read()
@@ -323,6 +340,145 @@ def test_test_image_has_nothing_of_scriptrun(archives: dict[str, Archive]) -> No
     assert scriptrun_paths == []
     assert ":10001:" not in image.files["etc/passwd"].decode()
     assert not _has_module(image, "psutil")
+
+
+# -- the SBOMs: valid CycloneDX, and what is in the image ----------------------------------------------
+def _sbom(name: str) -> dict[str, Any]:
+    path = IMAGE_DIR / f"{name}.cdx.json"
+    assert path.exists(), f"{path}: `make image` writes an SBOM beside each product archive"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _resolve(members: dict[str, tarfile.TarInfo], path: str, *, follow_last: bool = True) -> str | None:
+    """The member `path` names in the image, symlinks followed inside the image; None if absent."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        member = members.get("/".join([*done, part]))
+        if member is None:
+            return None
+        if member.issym() and (parts or follow_last):
+            hops += 1
+            assert hops < 40, path
+            if member.linkname.startswith("/"):
+                done = []
+            parts = [p for p in member.linkname.split("/") if p not in ("", ".")] + parts
+        else:
+            done.append(part)
+    return "/".join(done)
+
+
+def _member(image: Archive, path: str) -> tarfile.TarInfo | None:
+    """What is at `path` in the image, as dpkg lists it: its directories' links followed, not its own."""
+    found = _resolve(image.members, path, follow_last=False)
+    return None if found is None else image.members[found]
+
+
+def _deb_components(sbom: dict[str, Any]) -> dict[str, tuple[str, str, str, str]]:
+    """name -> (version, arch, files kept, files listed), from the SBOM's purls and properties."""
+    out = {}
+    for component in sbom["components"]:
+        purl = PackageURL.from_string(component["purl"])
+        if purl.type != "deb":
+            continue
+        assert (purl.namespace, purl.qualifiers["distro"]) == ("debian", "debian-12"), purl
+        assert (purl.name, purl.version) == (component["name"], component["version"]), purl
+        props = {p["name"]: p["value"] for p in component["properties"]}
+        kept, listed = props["scriptrun:dpkg:files-kept"], props["scriptrun:dpkg:files-listed"]
+        out[purl.name] = (purl.version or "", str(purl.qualifiers["arch"]), kept, listed)
+    return out
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_sbom_is_valid_cyclonedx_and_names_the_image(product: Archive) -> None:
+    path = IMAGE_DIR / f"{product.name}.cdx.json"
+    sbom = _sbom(product.name)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(path.read_text()) is None
+    assert (sbom["bomFormat"], sbom["specVersion"]) == ("CycloneDX", "1.6")
+    assert re.fullmatch(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", sbom["serialNumber"])
+    image = sbom["metadata"]["component"]
+    ref = EXPECTED[product.name]["ref"]
+    assert image["type"] == "container"
+    assert f"{image['name']}:{image['version']}" == ref
+    digest = product.index["manifests"][0]["digest"]  # this very image
+    repository = ref.rsplit(":", 1)[0]
+    assert image["purl"] == f"pkg:oci/{product.name}@{digest}?repository_url={repository}&tag={VERSION}"
+    # the build's clamp time, as the layers' newest entries carry it: builds stay reproducible
+    clamp = max(member.mtime for member in product.members.values())
+    assert sbom["metadata"]["timestamp"] == time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(clamp))
+    [dependency] = [d for d in sbom["dependencies"] if d["ref"] == image["bom-ref"]]
+    assert sorted(dependency["dependsOn"]) == sorted(c["bom-ref"] for c in sbom["components"])
+
+
+def test_sbom_lists_the_debian_packages_in_the_image(product: Archive, archives: dict[str, Archive]) -> None:
+    """Every installed package with a file left in the image, at the version of the image's own dpkg
+    database; the monitor's slimming removed that database, so it is the base's (the test image's,
+    which the monitor was cut from). Packages none of whose files is left are not listed."""
+    db = product
+    if product.name == "monitor":
+        assert "var/lib/dpkg" not in product.members
+        db = archives["test-python3"]
+    expected = {}
+    for paragraph in db.files["var/lib/dpkg/status"].decode().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in paragraph.splitlines() if ": " in line and not line.startswith(" ")
+        )
+        if fields.get("Status") != "install ok installed":
+            continue
+        name, arch = fields["Package"], fields["Architecture"]
+        listing = db.files.get(f"var/lib/dpkg/info/{name}:{arch}.list") or db.files[f"var/lib/dpkg/info/{name}.list"]
+        paths = [p for p in listing.decode().splitlines() if p and p != "/."]
+        parents = {p.rsplit("/", 1)[0] for p in paths}  # dpkg lists directories too
+        found = {p: _member(product, p) for p in paths if p not in parents}
+        files = [p for p, member in found.items() if member is None or not member.isdir()]
+        kept = [p for p in files if found[p] is not None]
+        if kept:
+            expected[name] = (fields["Version"], arch, str(len(kept)), str(len(files)))
+    got = _deb_components(_sbom(product.name))
+    assert got == expected
+    assert {"libc6", "python3.11-minimal", "libpython3.11-stdlib", "ca-certificates"} <= set(got)
+    if product.name == "monitor":
+        assert not {"perl-base", "apt", "dpkg", "tzdata"} & set(got)
+    else:
+        assert {"perl-base", "apt", "dpkg", "tzdata"} <= set(got)
+
+
+def test_sbom_lists_the_python_distributions_in_the_image(product: Archive) -> None:
+    expected = {}
+    for name, member in product.members.items():
+        if member.isdir() and DIST_INFO.fullmatch(name):
+            metadata = product.files.get(f"{name}/METADATA") or product.files[f"{name}/PKG-INFO"]
+            headers = email.parser.BytesHeaderParser().parsebytes(metadata)
+            expected[_canonical(headers["Name"])] = (headers["Version"], f"/{name}")
+    got = {}
+    for component in _sbom(product.name)["components"]:
+        purl = PackageURL.from_string(component["purl"])
+        if purl.type == "pypi":
+            [occurrence] = component["evidence"]["occurrences"]
+            got[_canonical(purl.name)] = (purl.version, occurrence["location"])
+    assert got == expected  # every distribution in the image, and nothing that is not
+    assert got["scriptrun"][0] == VERSION
+    assert {"psutil", "prometheus-client"} <= set(got)
+    if product.name == "monitor":
+        assert not {"kopf", "boto3", "pydantic", "kubernetes-asyncio"} & set(got)
+    else:
+        assert {"kopf", "boto3", "botocore", "pydantic", "kubernetes-asyncio", "azure-identity"} <= set(got)
+
+
+def test_the_operator_sbom_lists_what_the_runner_does(archives: dict[str, Archive]) -> None:
+    """The operator is the runner's file system under another config: the same components."""
+    assert _sbom("operator")["components"] == _sbom("runner")["components"]
+    assert _sbom("operator")["metadata"]["component"] != _sbom("runner")["metadata"]["component"]
 
 
 # -- they run: chroot into the unpacked layers (root) --------------------------------------------------
