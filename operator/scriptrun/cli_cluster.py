@@ -90,7 +90,7 @@ class CliError(Exception):
     """What the CLI reports in one line (exit 1), without a traceback."""
 
 
-async def _main(args: argparse.Namespace) -> int:
+async def _main(args: argparse.Namespace, docs: list[dict[str, Any]]) -> int:
     from rich.console import Console
 
     from scriptrun.build import names
@@ -107,7 +107,7 @@ async def _main(args: argparse.Namespace) -> int:
     ns = args.namespace or credentials.namespace
     try:
         if args.command == "submit":
-            return await _submit(kube, ns, args, console)
+            return await _submit(kube, ns, docs, args.watch, console)
         obj = await _find(kube, ns, args.name)
         if args.command == "get":
             _output(obj, args.output, console)
@@ -164,25 +164,33 @@ async def _patch(kube: Kube, obj: dict[str, Any], patch: dict[str, Any]) -> None
         raise CliError(f"{kind} {meta['name']!r} was deleted meanwhile")
 
 
-async def _submit(kube: Kube, ns: str, args: argparse.Namespace, console: Console) -> int:
-    from scriptrun.k8s.api import PLURALS, KubeError
-    from scriptrun.model.manifest import ManifestError, load_documents, parse_object, read_error
+def _read_manifest(path: str) -> list[dict[str, Any]]:
+    """The documents of the manifest at `path`, read as `scriptrun run` reads one (at most 4 MiB of
+    UTF-8; YAML bounded in nesting and in what its aliases expand to, JSON data only): Workflows and
+    ScriptRuns, checked against the models (what the API server would refuse is refused here), and
+    ConfigMaps. Raises ManifestError (one line, then the fields)."""
+    from scriptrun.local.manifest import ManifestError as FileError
+    from scriptrun.local.manifest import read_text
+    from scriptrun.local.yamlsafe import YamlError, load_all
+    from scriptrun.model.manifest import ManifestError, parse_object
 
     try:
-        try:
-            text = await asyncio.to_thread(Path(args.file).read_text)
-        except OSError as err:
-            raise read_error(args.file, err) from err
-        docs = load_documents(text, args.file)
-        for doc in docs:
-            if doc.get("kind") in PLURALS:
-                parse_object(doc, args.file)  # refuse locally what the API server would refuse
-    except ManifestError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        docs = [d for d in load_all(read_text(Path(path))) if d]
+    except (FileError, YamlError) as err:
+        raise ManifestError(f"{path}: {err}") from err
     for doc in docs:
-        if doc.get("kind") != "ConfigMap" and doc.get("kind") not in PLURALS:
-            raise CliError(f"cannot submit kind {doc.get('kind')!r}")
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{path}: every document must be a mapping")
+        if doc.get("kind") != "ConfigMap":
+            parse_object(doc, path)  # a Workflow or ScriptRun, or an error
+        elif not isinstance(doc.get("metadata"), dict):
+            raise ManifestError(f"{path}: ConfigMap metadata: must be a mapping")
+    return docs
+
+
+async def _submit(kube: Kube, ns: str, docs: list[dict[str, Any]], watch: bool, console: Console) -> int:
+    from scriptrun.k8s.api import PLURALS, KubeError
+
     main: dict[str, Any] | None = None
     for doc in docs:
         meta = doc.get("metadata") or {}
@@ -196,7 +204,7 @@ async def _submit(kube: Kube, ns: str, args: argparse.Namespace, console: Consol
         console.print(f"{doc['kind'].lower()}/{created['metadata']['name']} created")
         if doc.get("kind") in PLURALS:
             main = created
-    if not args.watch or main is None:
+    if not watch or main is None:
         return 0
     seen: dict[str, str] = {}
     while True:
@@ -277,4 +285,13 @@ def add_commands(sub: Any) -> None:
 
 
 def run_cluster_command(args: argparse.Namespace) -> int:
-    return asyncio.run(_main(args))
+    docs: list[dict[str, Any]] = []
+    if args.command == "submit":  # the file first: bad input needs neither the client nor a cluster
+        from scriptrun.model.manifest import ManifestError
+
+        try:
+            docs = _read_manifest(args.file)
+        except ManifestError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return asyncio.run(_main(args, docs))

@@ -2,8 +2,9 @@
 line naming the problem (the field, where there is one), never a traceback, never running anything.
 
 The corpus is tests/unit/hostile/ (each file's first line: `# expect: <fragment of the error>`)
-plus the large cases built here (megabytes are not committed). Each manifest's script would create
-the file $HOSTILE_MARKER; it must not exist afterwards, nor any scriptrun-* work directory.
+plus the large cases built in tests/unit/hostile_cases.py (megabytes are not committed). Each
+manifest's script would create the file $HOSTILE_MARKER; it must not exist afterwards, nor any
+scriptrun-* work directory.
 
 Then what a valid manifest asks for that a local run ignores (one warning line each), the honest
 reason of an attempt killed by a signal, and the work directory removed after a successful, a
@@ -19,119 +20,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from scriptrun.cli import main
 from scriptrun.local.process import failure, oom_kills
-
-CORPUS = Path(__file__).parent / "hostile"
-MARK = 'import os; open(os.environ["HOSTILE_MARKER"], "w").write("ran")'
-MiB = 1024 * 1024
-
-
-def scriptrun(spec: dict[str, Any], name: str = "hostile") -> dict[str, Any]:
-    return {"apiVersion": "scriptrun.dev/v1alpha1", "kind": "ScriptRun", "metadata": {"name": name}, "spec": spec}
-
-
-def workflow(tasks: list[dict[str, Any]], name: str = "hostile") -> dict[str, Any]:
-    return {
-        "apiVersion": "scriptrun.dev/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"name": name},
-        "spec": {"tasks": tasks},
-    }
-
-
-def task(name: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "script": {"source": MARK}, **extra}
-
-
-def dump(*docs: dict[str, Any]) -> bytes:
-    return yaml.dump_all(docs, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), width=10**9).encode()
-
-
-# -- the large cases, built here -------------------------------------------------------------------
-
-
-def huge_source() -> bytes:
-    return dump(scriptrun({"script": {"source": MARK + "\n" + "#" * (2 * MiB)}}))
-
-
-def huge_configmap() -> bytes:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "code"}, "data": {"main.py": "#" * (2 * MiB)}}
-    return dump(cm, scriptrun({"script": {"configMapRef": {"name": "code"}}}))
-
-
-def too_many_tasks() -> bytes:
-    return dump(workflow([task(f"t{i}") for i in range(2001)]))
-
-
-def long_cycle() -> bytes:
-    """The longest chain the schema allows, closed into a cycle: the engine's recursive cycle
-    search needs more than Python's default recursion limit."""
-    return dump(workflow([task(f"t{i}", dependencies=[f"t{(i + 1) % 2000}"]) for i in range(2000)]))
-
-
-def node_explosion() -> bytes:
-    values = [str(v) for v in range(256)]
-    return dump(workflow([task(f"t{i}", matrix={"params": [{"name": "v", "values": values}]}) for i in range(20)]))
-
-
-def long_expression() -> bytes:
-    return dump(workflow([task("a"), task("b", when=" || ".join(["true"] * 1000))]))
-
-
-def deep_nesting() -> bytes:
-    return b"[" * MiB + b"]" * MiB
-
-
-def deep_block_nesting() -> bytes:
-    return b"".join(b" " * i + b"a:\n" for i in range(2000)) + b" " * 2000 + b"b\n"
-
-
-def wide_aliases() -> bytes:
-    return b"a: &a [x, y, z]\nb: [" + b"*a, " * (MiB // 4) + b"*a]\n"
-
-
-def many_bad_args() -> bytes:
-    return dump(scriptrun({"script": {"source": MARK}, "args": [1] * 100_000}))
-
-
-def too_large_file() -> bytes:
-    return dump(scriptrun({"script": {"source": MARK}})) + b"#" * (5 * MiB) + b"\n"
-
-
-GENERATED: dict[str, tuple[Callable[[], bytes], str]] = {
-    "huge-source": (huge_source, "spec.script.source: string should have at most 262144 characters (got 2097"),
-    "huge-configmap": (huge_configmap, "ConfigMap 'code': data: 2097159 bytes; a ConfigMap holds at most 1048576"),
-    "too-many-tasks": (too_many_tasks, "spec.tasks: list should have at most 2000 items after validation, not 2001"),
-    "long-cycle": (
-        long_cycle,
-        "spec.tasks[0].dependencies: dependency cycle of 2000 tasks: t0 -> t1 -> t2 -> t3 -> ...",
-    ),
-    "node-explosion": (node_explosion, "the workflow expands to 5120 nodes; at most 5000"),
-    "long-expression": (long_expression, "spec.tasks[1].when: string should have at most 4096 characters"),
-    "deep-nesting": (deep_nesting, "YAML nested more than 100 deep"),
-    "deep-block-nesting": (deep_block_nesting, "YAML nested more than 100 deep"),
-    "wide-aliases": (wide_aliases, "YAML aliases expand the document beyond 1000000 values"),
-    "many-bad-args": (many_bad_args, "spec.args[0]: must be a string (got 1) (and 99999 more)"),
-    "too-large-file": (too_large_file, "the file is larger than 4 MiB"),
-}
-
-
-def corpus_files() -> list[Path]:
-    return sorted(p for p in CORPUS.iterdir() if p.suffix == ".yaml")
-
-
-def expectation(path: Path) -> str:
-    first = path.read_bytes().split(b"\n", 1)[0].decode()
-    assert first.startswith("# expect: "), f"{path.name}: the first line must be `# expect: ...`"
-    return first.removeprefix("# expect: ")
+from tests.unit.hostile_cases import (
+    CORPUS,
+    GENERATED,
+    corpus_files,
+    deep_nesting,
+    dump,
+    expectation,
+    scriptrun,
+    task,
+    workflow,
+)
 
 
 @pytest.fixture

@@ -94,9 +94,15 @@ class Condition(ApiModel):
     observed_generation: int | None = None
 
 
+NO_NUL_PATTERN = r"^[^\x00]*$"
+ProcessString = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
+"""An argument or environment value of the script's process: a C string, so without NUL (a pod
+takes one, but its container could never start)."""
+
+
 class EnvVar(ApiModel):
     name: str = Field(min_length=1)
-    value: str | None = None
+    value: ProcessString | None = None
     value_from: Object | None = None
 
 

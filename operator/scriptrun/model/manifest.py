@@ -1,11 +1,10 @@
-"""Parse manifests (YAML text, possibly several documents) into models. No file I/O here: the
-callers read the file."""
+"""Parse manifest documents (already read and loaded by local/yamlsafe.py, which refuses alias bombs
+and non-UTF-8 bytes) into models. No file I/O here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from scriptrun.model.scriptrun import ScriptRun
@@ -14,23 +13,6 @@ from scriptrun.model.workflow import Workflow
 
 class ManifestError(ValueError):
     pass
-
-
-def load_documents(text: str, source: str) -> list[dict[str, Any]]:
-    """The non-empty YAML documents in `text` (read from `source`, named in errors)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    except yaml.YAMLError as err:
-        raise ManifestError(f"{source}: {err}") from err
-    for doc in docs:
-        if not isinstance(doc, dict):
-            raise ManifestError(f"{source}: every document must be a mapping")
-    return docs
-
-
-def read_error(source: str, err: OSError) -> ManifestError:
-    """The error for a manifest file that cannot be read."""
-    return ManifestError(f"{source}: {err}")
 
 
 def _error_text(err: ValidationError) -> str:

@@ -17,6 +17,7 @@ from scriptrun.model.common import (
     Object,
     ObjectMeta,
     PodMetadata,
+    ProcessString,
     Resources,
     cel,
 )
@@ -55,7 +56,7 @@ class ScriptSource(ApiModel):
     config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key that holds the Python source."
     )
-    command: list[str] | None = Field(
+    command: list[ProcessString] | None = Field(
         default=None, min_length=1, description="A command already in the image (no script file)."
     )
 
@@ -130,7 +131,7 @@ class RunTemplate(ApiModel):
     script: ScriptSource
     image: str | None = Field(default=None, description="Container image; default the scriptrun runner.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    args: list[str] | None = Field(default=None, description="Arguments passed to the script.")
+    args: list[ProcessString] | None = Field(default=None, description="Arguments passed to the script.")
     env: list[EnvVar] | None = None
     env_from: list[Object] | None = None
     resources: Resources | None = None
