@@ -1,11 +1,15 @@
 """The per-object reconcile loop: coalesces kicks, wakes on deadlines, backs off on errors."""
 
 import asyncio
+import logging
 from collections.abc import Hashable
 from datetime import datetime, timedelta
 
+import pytest
+
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import clock
+from scriptrun.k8s.errors import Unavailable
 
 
 def test_kicks_coalesce_and_the_task_ends_when_idle() -> None:
@@ -66,3 +70,24 @@ def test_errors_back_off_instead_of_looping_hot() -> None:
 
     asyncio.run(main())
     assert calls == 2
+
+
+def test_an_unreachable_api_server_is_one_line_a_bug_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    failures = [Unavailable(0, "Unreachable", "cannot reach the API server"), KeyError("bug")]
+
+    async def reconcile(key: Hashable) -> datetime | None:
+        if failures:
+            raise failures.pop(0)
+        return None
+
+    async def main() -> None:
+        loop = KeyedLoop(reconcile)
+        loop.kick("a")
+        await asyncio.sleep(3.3)  # backs off 1 s, then 2 s
+        await loop.close()
+
+    with caplog.at_level(logging.WARNING, logger="scriptrun.controllers.loop"):
+        asyncio.run(main())
+    records = [(r.levelname, r.exc_info is not None) for r in caplog.records]
+    assert records == [("WARNING", False), ("ERROR", True)]
+    assert "0 Unreachable: cannot reach the API server" in caplog.records[0].getMessage()

@@ -103,6 +103,10 @@ class OperatorConfig:
     shard_selector: str = ""  # label selector of the ScriptRuns and Workflows this operator serves ("": all)
     shard_keys: tuple[str, ...] = ()  # its keys: children inherit these labels (build/shard.py)
     peering: PeeringConfig | None = None  # several replicas, one active (controllers/peering.py)
+    api_qps: float = 50.0  # our API requests a second on average (0: no limit), like client-go's QPS
+    api_burst: int = 100  # ... and at once
+    run_workers: int = 64  # ScriptRun reconciles at once (0: no limit)
+    workflow_workers: int = 16  # Workflow reconciles at once (0: no limit)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -129,6 +133,10 @@ class OperatorConfig:
             shard_selector=shard,
             shard_keys=selector_keys(shard),  # SelectorError (a ValueError) names a malformed requirement
             peering=peers,
+            api_qps=float(os.environ.get("SCRIPTRUN_API_QPS") or 50),
+            api_burst=int(os.environ.get("SCRIPTRUN_API_BURST") or 100),
+            run_workers=int(os.environ.get("SCRIPTRUN_RUN_WORKERS") or 64),
+            workflow_workers=int(os.environ.get("SCRIPTRUN_WORKFLOW_WORKERS") or 16),
         )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime
 
 from scriptrun.engine import clock
+from scriptrun.k8s.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +26,17 @@ ObserveFn = Callable[[float, bool], None]  # (seconds, ok) of one reconcile: the
 
 class KeyedLoop:
     def __init__(
-        self, reconcile: ReconcileFn, *, resync_seconds: float = 60.0, observe: ObserveFn | None = None
+        self,
+        reconcile: ReconcileFn,
+        *,
+        resync_seconds: float = 60.0,
+        observe: ObserveFn | None = None,
+        workers: int = 0,
     ) -> None:
+        """`workers` > 0: at most that many reconciles at once; the others wait their turn in order
+        (asyncio.Semaphore is first come, first served), so none starves."""
         self._reconcile = reconcile
+        self._slots = asyncio.Semaphore(workers) if workers > 0 else None
         self._observe = observe
         self._resync = resync_seconds
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
@@ -63,18 +72,26 @@ class KeyedLoop:
             event.clear()
             start = time.perf_counter()
             try:
-                wake_at = await self._reconcile(key)
+                if self._slots is None:
+                    wake_at = await self._reconcile(key)
+                else:
+                    async with self._slots:
+                        start = time.perf_counter()  # the reconcile's own time, not the wait for a slot
+                        wake_at = await self._reconcile(key)
                 failures = 0
                 if self._observe is not None:
                     self._observe(time.perf_counter() - start, True)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as err:
                 if self._observe is not None:
                     self._observe(time.perf_counter() - start, False)
                 failures += 1
                 delay = min(60.0, 2.0 ** (failures - 1))
-                log.exception("reconcile of %s failed (retry in %.0fs)", key, delay)
+                if isinstance(err, Unavailable):  # the API server down or overloaded: expected, one line
+                    log.warning("reconcile of %s failed (retry in %.0fs): %s", key, delay, err)
+                else:
+                    log.exception("reconcile of %s failed (retry in %.0fs)", key, delay)
                 wake_at = None
                 timeout: float | None = delay
             else:

@@ -117,6 +117,7 @@ class ScriptRunController:
             self.reconcile,
             resync_seconds=config.resync_seconds,
             observe=lambda seconds, ok: metrics.reconciled(KIND, seconds, ok),
+            workers=config.run_workers,
         )
         metrics.count_objects(self._phases)
 

@@ -112,6 +112,7 @@ class WorkflowController:
             self.reconcile,
             resync_seconds=config.resync_seconds,
             observe=lambda seconds, ok: metrics.reconciled(KIND, seconds, ok),
+            workers=config.workflow_workers,
         )
         self.writer = KeyedLoop(self.write_status)
         metrics.count_objects(self._phases)

@@ -77,7 +77,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             config.peering.identity,
             config.peering.priority,
         )
-    kube = Kube(credentials.api_client())
+    kube = Kube(credentials.api_client(), qps=config.api_qps, burst=config.api_burst)
+    log.info(
+        "API requests: %s; reconciles at once: %s ScriptRuns, %s Workflows",
+        f"{config.api_qps:g}/s, burst {config.api_burst}" if config.api_qps > 0 else "not limited",
+        config.run_workers or "any",
+        config.workflow_workers or "any",
+    )
     runs: ScriptRunController | None = None
 
     def child_created(key: tuple[str, str], body: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from aiolimiter import AsyncLimiter
 from kubernetes_asyncio import client
 
 from scriptrun import API_GROUP, API_VERSION
@@ -38,8 +39,18 @@ def _named(body: dict[str, Any]) -> bool:
 class Kube:
     """API access for the operator and the CLI. Every method takes and returns plain dicts."""
 
-    def __init__(self, api_client: client.ApiClient | None = None, retry: Retry | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        retry: Retry | None = None,
+        *,
+        qps: float = 0,
+        burst: int = 1,
+    ) -> None:
+        """`qps` > 0: at most that many requests a second on average, `burst` at once (client-go's
+        QPS/burst; every attempt of every request counts, retries and Events included)."""
         self.api_client = api_client or client.ApiClient()
+        self.limiter = AsyncLimiter(max(burst, 1), max(burst, 1) / qps) if qps > 0 else None
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
@@ -56,7 +67,15 @@ class Kube:
         return data
 
     async def _call(self, request: Callable[[], Awaitable[T]], *, idempotent: bool = True) -> T:
-        return await errors.call(request, self.retry, idempotent=idempotent)
+        limiter = self.limiter
+        if limiter is None:
+            return await errors.call(request, self.retry, idempotent=idempotent)
+
+        async def throttled() -> T:
+            async with limiter:
+                return await request()
+
+        return await errors.call(throttled, self.retry, idempotent=idempotent)
 
     async def _unless_gone(self, request: Callable[[], Awaitable[T]]) -> T | None:
         """`request()`, or None on 404 (the object, or its namespace, is not there)."""
