@@ -16,7 +16,7 @@ export SCRIPTRUN_CACHE := $(CACHE)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help venv bins crds run test test-unit test-controlplane e2e lint bench bench-monitor bench-dag bench-telemetry image clean-cache
+.PHONY: help venv bins crds run test test-unit test-controlplane e2e lint bench bench-monitor bench-dag bench-telemetry bench-load chaos image clean-cache
 help:
 	@echo "make run    - install and run examples/hello-scriptrun.yaml locally (no cluster)"
 	@echo "make test   - lint, type-check, unit, control-plane and real-node tests (builds what is missing)"
@@ -24,7 +24,8 @@ help:
 	@echo "make bins   - build the Kubernetes binaries used by the tests (cached)"
 	@echo "make e2e    - the real-node tier only (root): real kubelet, helm install, every example"
 	@echo "make image  - build the runner, monitor and operator images as OCI archives (root; no registry)"
-	@echo "make bench  - benchmarks (bench-monitor, bench-dag, bench-telemetry)"
+	@echo "make bench  - benchmarks (bench-monitor, bench-dag, bench-telemetry, bench-load)"
+	@echo "make chaos  - the full chaos test (100 operator kills and every other fault; make test runs 6 kills)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -86,4 +87,14 @@ bench-dag: venv bins
 bench-telemetry: venv bins
 	$(BIN)/python hack/bench_dag.py --telemetry
 
-bench: bench-monitor bench-dag bench-telemetry
+# 10,000 ScriptRuns at once, then 100 Workflows of 100 tasks: the operator's RSS, its API request rate
+# against its QPS/burst, how long the run created last waits, memory after the runs are deleted
+bench-load: venv bins
+	$(BIN)/python hack/bench_load.py $(BENCH_ARGS)
+
+bench: bench-monitor bench-dag bench-telemetry bench-load
+
+# the full chaos run (make test runs the bounded one, 6 kills): 100 operator SIGKILLs during 200-task
+# Workflows, plus an API server + etcd restart, cut watches, deleted children and pods, a lost node
+chaos: venv bins
+	SCRIPTRUN_CHAOS_KILLS=100 $(BIN)/python -m pytest tests/controlplane/test_chaos.py -ra -s $(PYTEST_ARGS)

@@ -46,6 +46,23 @@ def has_values(index: IndexView[T_co] | None, key: Key) -> bool:
     return index is not None and key in index and any(True for _ in index[key])
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def slim(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without what no controller reads and what costs the most memory per object kept:
+    managedFields, and kubectl's copy of the whole applied manifest (a second spec)."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or (
+        "managedFields" not in meta and LAST_APPLIED not in (meta.get("annotations") or {})
+    ):
+        return body
+    meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    if LAST_APPLIED in (meta.get("annotations") or {}):
+        meta["annotations"] = {k: v for k, v in meta["annotations"].items() if k != LAST_APPLIED}
+    return {**body, "metadata": meta}
+
+
 class Bodies:
     """Keep the newest body known per key (a late watch event never replaces our own, newer patch
     response)."""
@@ -66,7 +83,7 @@ class Bodies:
     def count_phases(self, kind: str, decided: Mapping[str, str] | None = None) -> Counter[tuple[str, str]]:
         """(kind, phase) -> how many objects (for the metrics); `decided`: a newer phase by uid."""
         counts: Counter[tuple[str, str]] = Counter()
-        for body in self._bodies.values():
+        for body in list(self._bodies.values()):  # called from the metrics server's thread: a snapshot
             uid = str(body.get("metadata", {}).get("uid"))
             phase = (decided or {}).get(uid) or (body.get("status") or {}).get("phase") or "Pending"
             counts[(kind, str(phase))] += 1
@@ -78,6 +95,7 @@ class Bodies:
     def store(self, key: Key, incoming: dict[str, Any]) -> bool:
         """Returns True when `incoming` is nothing new: the echo of what we stored (our own patch or
         create), or older than it (a late watch event)."""
+        incoming = slim(incoming)
         known = self._bodies.get(key)
         if known is None:
             self._bodies[key] = incoming

@@ -67,9 +67,23 @@ def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
             "ownerUid": ref.get("uid"),
         },
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
-        "status": dict(body.get("status") or {}),
+        "status": _pod_status(body.get("status") or {}),
     }
     return (namespace, str(ref["name"])), snapshot
+
+
+POD_STATUS_KEPT = ("phase", "reason", "message", "conditions", "startTime")
+CONTAINER_STATUS_KEPT = ("name", "state", "lastState", "restartCount")
+
+
+def _pod_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod's status the engine reads (engine/observe.py): with 10,000 pods indexed the
+    rest (IPs, images, resources, volume mounts of each container) was most of the operator's memory."""
+    kept = {k: status[k] for k in POD_STATUS_KEPT if k in status}
+    for key in ("containerStatuses", "initContainerStatuses"):
+        if key in status:
+            kept[key] = [{k: c[k] for k in CONTAINER_STATUS_KEPT if k in c} for c in status[key] or []]
+    return kept
 
 
 def _spec(body: dict[str, Any]) -> tuple[RunTemplate, Blocked | None]:

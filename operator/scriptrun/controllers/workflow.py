@@ -119,7 +119,7 @@ class WorkflowController:
 
     def _phases(self) -> Counter[tuple[str, str]]:
         """Workflows by phase as last decided (the stored phase until the first decision)."""
-        decided = {str(uid): str(status.phase) for uid, status in self._desired.values()}
+        decided = {str(uid): str(status.phase) for uid, status in list(self._desired.values())}  # another thread
         return self.bodies.count_phases(KIND, decided)
 
     async def _apply_ops(self, ops: list[Operation]) -> list[Outcome]:

@@ -282,15 +282,19 @@ class Kube:
     # --- Events
 
     def event(self, obj: dict[str, Any], etype: str, reason: str, message: str, now: datetime | None = None) -> None:
-        """Queue an Event: posted in the background, off the reconcile's critical path."""
-        self.events.put(self.post_event(obj, etype, reason, message, now))
+        """Queue an Event: posted in the background, off the reconcile's critical path. Its body is
+        built now (the time it happened; and a queued Event holds no reference to the whole object)."""
+        self.events.put(self._post(event_body(obj, etype, reason, message, now)))
 
     async def post_event(
         self, obj: dict[str, Any], etype: str, reason: str, message: str, now: datetime | None = None
     ) -> None:
         """A core/v1 Event on `obj` (what `kubectl describe` shows). Failures are logged, not raised."""
-        body = event_body(obj, etype, reason, message, now)
+        await self._post(event_body(obj, etype, reason, message, now))
+
+    async def _post(self, body: dict[str, Any]) -> None:
         try:
             await self._create_raw(self.core.create_namespaced_event, body["metadata"]["namespace"], body)
         except KubeError as err:
+            reason = body["reason"]
             log.warning("could not post event %s on %s: %s", reason, body["involvedObject"]["name"], err)

@@ -1,0 +1,310 @@
+"""Load benchmark (`make bench-load`): 10,000 ScriptRuns created at once, then 100 Workflows of 100
+tasks, against the real control plane (kwok pods that complete at once), the operator as a
+ServiceAccount so that the API server's audit log records every request it makes.
+
+Reports, per phase: the makespan; the operator's RSS (peak, and after every run is deleted: memory
+released); its API request rate (the most requests in any 1 s and any 10 s window, and the average,
+against its --qps/--burst settings: the limit is qps * window + burst); starvation (the run created
+last: created -> its pod created -> Succeeded); and the floor, the same count of bare pods created
+by the bench itself at the same rate limit (what the cluster alone needs).
+Targets (issue 11): RSS < 250 MiB; the request rate within the settings; the last run starts within
+a bound measured and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.controlplane import KWOK_STAGES, ControlPlane  # noqa: E402
+from tests.support.operator import OperatorProcess  # noqa: E402
+
+API = "/apis/scriptrun.dev/v1alpha1"
+LONG_RUNNING = {"watch"}
+
+
+class RssSampler:
+    """The operator's RSS once a second (VmRSS), in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def now(self) -> float:
+        with open(f"/proc/{self.pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.samples.append(self.now())
+            except OSError:
+                return
+
+    def peak(self, since: int = 0) -> float:
+        return max(self.samples[since:], default=0.0)
+
+
+def scriptrun(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "scriptrun.dev/v1alpha1",
+        "kind": "ScriptRun",
+        "metadata": {"name": name},
+        "spec": {"script": {"source": "print(1)"}},
+    }
+
+
+def workflow(name: str, tasks: int) -> dict[str, Any]:
+    """A 100-task workflow: 10 layers of 10, each task on one of the layer before."""
+    spec = []
+    for i in range(tasks):
+        layer, col = divmod(i, 10)
+        deps = [f"t{(layer - 1) * 10 + col}"] if layer else []
+        spec.append({"name": f"t{i}", "dependencies": deps, "script": {"source": "print(1)"}})
+    return {
+        "apiVersion": "scriptrun.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"tasks": spec},
+    }
+
+
+def objects(op: OperatorProcess) -> Counter[tuple[str, str]]:
+    """The operator's own count of what it knows, by (kind, phase)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(op.scrape()):
+        for sample in family.samples:
+            if sample.name == "scriptrun_objects":
+                counts[(sample.labels["kind"], sample.labels["phase"])] += int(sample.value)
+    return counts
+
+
+def post_all(cp: ControlPlane, path: str, bodies: list[dict[str, Any]], threads: int = 16) -> tuple[float, float]:
+    start = time.monotonic()
+    last = [0.0]
+
+    def post(body: dict[str, Any]) -> None:
+        cp.request("POST", path, body)
+        if body is bodies[-1]:
+            last[0] = time.monotonic()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(post, bodies))
+    return time.monotonic() - start, last[0]
+
+
+def wait_done(op: OperatorProcess, kind: str, count: int, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            seen = objects(op)
+        except OSError:
+            seen = Counter()
+        if sum(v for (k, phase), v in seen.items() if k == kind and phase in ("Succeeded", "Failed")) >= count:
+            return time.monotonic() - start
+        time.sleep(2)
+    raise TimeoutError(f"{kind}: not {count} finished after {timeout}s: {dict(objects(op))}")
+
+
+def rates(cp: ControlPlane, user: str, since: float, until: float) -> dict[str, float]:
+    """The operator's requests (watches left out) in [since, until] (wall clock): most in 1 s, in 10 s, mean."""
+    stamps: list[float] = []
+    verbs: Counter[str] = Counter()
+    for event in cp.audit_events():
+        if event.get("user", {}).get("username") != user or event.get("verb") in LONG_RUNNING:
+            continue
+        at = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+        if since <= at <= until:
+            stamps.append(at)
+            verbs[f"{event['verb']} {event['objectRef'].get('resource', '')}"] += 1
+    stamps.sort()
+
+    def most(window: float) -> int:
+        best, j = 0, 0
+        for i, t in enumerate(stamps):
+            while t - stamps[j] > window:
+                j += 1
+            best = max(best, i - j + 1)
+        return best
+
+    span = max(until - since, 1e-9)
+    return {
+        "requests": len(stamps),
+        "max_1s": most(1.0),
+        "max_10s": most(10.0),
+        "mean_per_s": round(len(stamps) / span, 1),
+        "by_verb": dict(verbs.most_common(6)),  # type: ignore[dict-item]
+    }
+
+
+def service_account_kubeconfig(cp: ControlPlane, name: str) -> Path:
+    cp.kubectl("-n", "default", "create", "serviceaccount", name)
+    cp.kubectl("create", "clusterrolebinding", name, "--clusterrole=cluster-admin", f"--serviceaccount=default:{name}")
+    token = cp.kubectl("-n", "default", "create", "token", name, "--duration=6h").stdout.strip()
+    config = yaml.safe_load(cp.kubeconfig.read_text())
+    config["users"] = [{"name": config["contexts"][0]["context"]["user"], "user": {"token": token}}]
+    path = cp.workdir / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def phase_runs(cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, timeout: float) -> dict[str, Any]:
+    ns = "load-runs"
+    cp.kubectl("create", "namespace", ns)
+    mark, wall = len(rss.samples), time.time()
+    created_in, _last_created = post_all(
+        cp, f"{API}/namespaces/{ns}/scriptruns", [scriptrun(f"r{i:05d}") for i in range(n)]
+    )
+    makespan = wait_done(op, "ScriptRun", n, timeout) + created_in
+    last = cp.request("GET", f"{API}/namespaces/{ns}/scriptruns/r{n - 1:05d}")
+    pod = cp.request("GET", f"/api/v1/namespaces/{ns}/pods/r{n - 1:05d}-a1")
+    created = datetime.fromisoformat(last["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
+    pod_at = datetime.fromisoformat(pod["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
+    done_at = datetime.fromisoformat(last["status"]["completionTime"].replace("Z", "+00:00")).timestamp()
+    return {
+        "phase": f"{n} ScriptRuns",
+        "created_in_s": round(created_in, 1),
+        "makespan_s": round(makespan, 1),
+        "rss_peak_mib": round(rss.peak(mark), 1),
+        "last_run_pod_after_s": round(pod_at - created, 1),
+        "last_run_done_after_s": round(done_at - created, 1),
+        "rates": rates(cp, "system:serviceaccount:default:bench-operator", wall, time.time()),
+        "ns": ns,
+    }
+
+
+def phase_workflows(
+    cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, tasks: int, timeout: float
+) -> dict[str, Any]:
+    ns = "load-wfs"
+    cp.kubectl("create", "namespace", ns)
+    mark, wall = len(rss.samples), time.time()
+    created_in, _ = post_all(cp, f"{API}/namespaces/{ns}/workflows", [workflow(f"w{i:03d}", tasks) for i in range(n)])
+    makespan = wait_done(op, "Workflow", n, timeout) + created_in
+    path = f"{API}/namespaces/{ns}/workflows/w{n - 1:03d}"
+    while (last := cp.request("GET", path))["status"].get("phase") not in ("Succeeded", "Failed", "Error"):
+        time.sleep(1)  # the operator decided; its status write may lag (one a second per Workflow)
+    status = last["status"]
+    created = datetime.fromisoformat(last["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
+    started = datetime.fromisoformat(status["startedAt"].replace("Z", "+00:00")).timestamp()
+    return {
+        "phase": f"{n} Workflows x {tasks} tasks",
+        "created_in_s": round(created_in, 1),
+        "makespan_s": round(makespan, 1),
+        "rss_peak_mib": round(rss.peak(mark), 1),
+        "last_workflow_started_after_s": round(started - created, 1),
+        "last_workflow": f"{status['phase']} {status.get('progress')} in {status.get('duration')}",
+        "rates": rates(cp, "system:serviceaccount:default:bench-operator", wall, time.time()),
+        "ns": ns,
+    }
+
+
+def release(
+    cp: ControlPlane, op: OperatorProcess, rss: RssSampler, ns: str, kind: str, timeout: float = 600
+) -> dict[str, Any]:
+    """Delete everything in `ns`; once the operator has forgotten it, its RSS then (memory released)."""
+    before = rss.now()
+    plural = "scriptruns" if kind == "ScriptRun" else "workflows"
+    cp.kubectl("-n", ns, "delete", plural, "--all", "--wait=false")
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if not sum(v for (k, _), v in objects(op).items() if k == kind) and not [
+            i for i in cp.request("GET", f"{API}/namespaces/{ns}/scriptruns?limit=1")["items"]
+        ]:
+            break
+        time.sleep(2)
+    time.sleep(5)
+    return {
+        "rss_before_delete_mib": round(before, 1),
+        "rss_after_delete_mib": round(rss.now(), 1),
+        "forgotten_after_s": round(time.monotonic() - start, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10000)
+    parser.add_argument("--workflows", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=100)
+    parser.add_argument("--qps", type=float, default=200, help="the operator's SCRIPTRUN_API_QPS")
+    parser.add_argument("--burst", type=int, default=400, help="the operator's SCRIPTRUN_API_BURST")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--json", help="write the results here too")
+    args = parser.parse_args()
+    cp = ControlPlane.create(extra_stages=[KWOK_STAGES / "scriptrun-pod-autocomplete.yaml"], nodes=3, audit=True)
+    cp.start(crds=ROOT / "crds")
+    env = {
+        "KUBECONFIG": str(service_account_kubeconfig(cp, "bench-operator")),
+        "SCRIPTRUN_API_QPS": str(args.qps),
+        "SCRIPTRUN_API_BURST": str(args.burst),
+        "SCRIPTRUN_RESYNC_SECONDS": "60",
+        "SCRIPTRUN_LOG_LEVEL": "WARNING",
+    }
+    op = OperatorProcess(cp, extra_env=env).start()
+    assert op.popen is not None
+    rss = RssSampler(op.popen.pid)
+    results: list[dict[str, Any]] = [
+        {"settings": {"qps": args.qps, "burst": args.burst}, "rss_idle_mib": round(rss.now(), 1)}
+    ]
+    try:
+        if args.runs:
+            row = phase_runs(cp, op, rss, args.runs, args.timeout)
+            print(json.dumps(row), flush=True)
+            row.update(release(cp, op, rss, row["ns"], "ScriptRun"))
+            print(json.dumps(row), flush=True)
+            results.append(row)
+        if args.workflows:
+            row = phase_workflows(cp, op, rss, args.workflows, args.tasks, args.timeout)
+            print(json.dumps(row), flush=True)
+            row.update(release(cp, op, rss, row["ns"], "Workflow"))
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    finally:
+        rss.stop.set()
+        op.stop()
+        cp.stop()
+    print()
+    settings = results[0]["settings"]
+    print(
+        f"operator settings: QPS {settings['qps']:g}, burst {settings['burst']}; "
+        f"idle RSS {results[0]['rss_idle_mib']} MiB"
+    )
+    for r in results[1:]:
+        rate = r["rates"]
+        bound1, bound10 = settings["qps"] * 1 + settings["burst"], settings["qps"] * 10 + settings["burst"]
+        print(f"{r['phase']}: created in {r['created_in_s']} s, all finished after {r['makespan_s']} s")
+        print(
+            f"  RSS peak {r['rss_peak_mib']} MiB (target < 250), before delete {r['rss_before_delete_mib']}, "
+            f"after delete {r['rss_after_delete_mib']} (forgotten {r['forgotten_after_s']} s after the delete)"
+        )
+        print(
+            f"  API requests {rate['requests']}: most in 1 s {rate['max_1s']} (limit {bound1:g}), in 10 s "
+            f"{rate['max_10s']} (limit {bound10:g}), mean {rate['mean_per_s']}/s; {rate['by_verb']}"
+        )
+        for key in ("last_run_pod_after_s", "last_run_done_after_s", "last_workflow_started_after_s", "last_workflow"):
+            if key in r:
+                print(f"  {key.replace('_', ' ')}: {r[key]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
