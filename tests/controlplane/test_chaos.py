@@ -264,6 +264,7 @@ class Chaos:
                 self.tally.odd_runs.append(f"{run}: attempts {pod_names}, pods {sorted(made)}")
 
 
+@pytest.mark.timeout(600 + 30 * KILLS)  # each kill and restart costs some 10-20 s on two cores
 def test_chaos(chaos_cluster: ControlPlane, chaos_operator: OperatorProcess, proxy: TcpProxy) -> None:
     cp = chaos_cluster
     ns = f"chaos-{uuid.uuid4().hex[:6]}"

@@ -56,6 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False  # we post our own Events; log lines stay logs
     settings.networking.error_backoffs = [1, 2, 5, 10, 20, 30]
     settings.watching.inactivity_timeout = 70
+    # the initial list (and a re-list after a watch expires) in pages: 10,000 runs in one response
+    # were a parse of some 30 MB at once, which the operator's RSS never gave back
+    settings.watching.chunk_size = 500
     settings.persistence.diffbase_storage = NoEssence()
     settings.persistence.progress_storage = NoProgress()
     try:
