@@ -214,6 +214,8 @@ class Chaos:
             elif kills and self.kill(name):
                 kills -= 1
         self.check(name)
+        # done with it: its children and pods go too, so restarts do not re-list every earlier Workflow's
+        self.cp.kubectl("-n", self.ns, "delete", "workflow", name, "--wait=false")
         return kills
 
     def check(self, name: str) -> None:

@@ -363,3 +363,21 @@ def test_no_answer_at_all_is_unavailable() -> None:
 
     asyncio.run(main())
     assert waits == [0.5]
+
+
+def test_a_starting_api_server_s_403_is_waited_out_an_rbac_403_is_not() -> None:
+    starting = failure(403, "Forbidden", 'pods "p-a1" is forbidden: not yet ready to handle request')
+    rbac = failure(403, "Forbidden", 'pods is forbidden: User "system:serviceaccount:x:y" cannot create resource')
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p-a1", "namespace": NS}}
+
+    async def test(fake: FakeApiServer, kube: Kube, waits: list[float]) -> None:
+        fake.on("POST", PODS, starting, starting, ok(pod, 201))
+        assert await kube.create_pod(pod) is True  # created, after the API server's admission had synced
+        assert fake.count("POST", PODS) == 3 and len(waits) == 2
+        fake.on("POST", PODS, rbac)
+        with pytest.raises(ApiError) as err:
+            await kube.create_pod(pod)
+        assert not isinstance(err.value, Unavailable) and err.value.status == 403
+        assert fake.count("POST", PODS) == 4  # one more: a refusal is not repeated
+
+    drive(test)

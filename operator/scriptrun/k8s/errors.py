@@ -102,13 +102,23 @@ def from_response(
         cls = AlreadyExists if why == "AlreadyExists" else Conflict
     elif status == 410:
         cls = Gone
-    elif status == 429 or status >= 500 or why == "TooManyRequests":
+    elif status == 429 or status >= 500 or why == "TooManyRequests" or _starting(status, message):
         cls = Unavailable
     elif 400 <= status < 500:
         cls = ApiError
     else:
         cls = KubeError
     return cls(status, why, message, retry_after=_retry_after(headers, data))
+
+
+NOT_READY = "not yet ready to handle request"
+
+
+def _starting(status: int, message: str) -> bool:
+    """An API server that has just (re)started refuses requests with a 403 until its admission
+    plugins have synced their caches (NamespaceLifecycle: "not yet ready to handle request"): a
+    moment's wait, not a refusal. Seen in the chaos test, where it failed pods for good."""
+    return status == 403 and NOT_READY in message
 
 
 def translate(err: ApiException) -> KubeError:
