@@ -17,6 +17,7 @@ import os
 import random
 import statistics
 import time
+import urllib.error
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -130,11 +131,24 @@ def chaos_operator(chaos_cluster: ControlPlane, proxy: TcpProxy) -> Iterator[Ope
     op.stop()
 
 
+def call(cp: ControlPlane, method: str, path: str, tries: int = 40) -> Any:
+    """The test's own request, waiting out an API server that is restarting (refused connections,
+    or 429/5xx while it starts up: /readyz says ok a moment before it takes every request)."""
+    for i in range(tries):
+        try:
+            return cp.request(method, path)
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 500, 502, 503, 504) or i == tries - 1:
+                raise
+        except OSError:
+            if i == tries - 1:
+                raise
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def get_wf(cp: ControlPlane, ns: str, name: str) -> dict[str, Any]:
-    try:
-        return dict(cp.request("GET", f"{API}/namespaces/{ns}/workflows/{name}"))
-    except OSError:  # the API server is restarting
-        return {}
+    return dict(call(cp, "GET", f"{API}/namespaces/{ns}/workflows/{name}"))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -179,7 +193,7 @@ class Chaos:
         elif kind == "cut":
             self.tally.faults.append(f"{self.proxy.cut()} connections of the operator cut (its watches among them)")
         elif kind == "children":
-            runs = cp.request("GET", f"{API}/namespaces/{ns}/scriptruns?labelSelector=scriptrun.dev/workflow={name}")
+            runs = call(cp, "GET", f"{API}/namespaces/{ns}/scriptruns?labelSelector=scriptrun.dev/workflow={name}")
             live = [
                 r["metadata"]["name"]
                 for r in runs["items"]
@@ -190,15 +204,13 @@ class Chaos:
                 self.deleted_children[victim] += 1
             self.tally.faults.append(f"{min(3, len(live))} running child ScriptRuns deleted")
         elif kind == "pods":
-            pods = cp.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"]
+            pods = call(cp, "GET", f"/api/v1/namespaces/{ns}/pods")["items"]
             live = [p["metadata"]["name"] for p in pods if p["status"].get("phase") in ("Running", "Pending")]
             for victim in self.rng.sample(live, min(3, len(live))):
                 cp.kubectl("-n", ns, "delete", "pod", victim, "--wait=false")
             self.tally.faults.append(f"{min(3, len(live))} running pods deleted")
         elif kind == "node":
-            busy = Counter(
-                p["spec"].get("nodeName") for p in cp.request("GET", f"/api/v1/namespaces/{ns}/pods")["items"]
-            )
+            busy = Counter(p["spec"].get("nodeName") for p in call(cp, "GET", f"/api/v1/namespaces/{ns}/pods")["items"])
             node = max((n for n in busy if n), key=lambda n: busy[n], default="kwok-node-2")
             cp.kubectl("delete", "node", node, "--wait=false")
             self.tally.faults.append(f"kwok node {node} removed ({busy[node]} pods on it)")
@@ -232,8 +244,8 @@ class Chaos:
                 self.tally.ends[f"{task.get('phase')}/{task.get('reason') or task.get('message', '')[:40]}"] += 1
         self.tally.tasks += 200
         self.tally.lost += 200 - sum(1 for t in tasks.values() if t.get("phase") in TERMINAL_NODE)
-        runs = self.cp.request(
-            "GET", f"{API}/namespaces/{self.ns}/scriptruns?labelSelector=scriptrun.dev/workflow={name}"
+        runs = call(
+            self.cp, "GET", f"{API}/namespaces/{self.ns}/scriptruns?labelSelector=scriptrun.dev/workflow={name}"
         )
         attempts = {
             r["metadata"]["name"]: [a["podName"] for a in (r.get("status") or {}).get("attempts") or []]
