@@ -37,6 +37,12 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from scriptrun.controllers import malloc
+    from scriptrun.k8s import lazy_client
+
+    malloc.tune()  # before the imports and everything after them allocate (controllers/malloc.py)
+    lazy_client.install()  # before Kopf imports kubernetes_asyncio (k8s/lazy_client.py)
+
     import kopf
 
     import scriptrun.handlers  # noqa: F401 - registers the handlers

@@ -5,9 +5,10 @@ the engine reads."""
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
-from scriptrun.controllers.bodies import LAST_APPLIED, Bodies, slim
+from scriptrun.controllers.bodies import LAST_APPLIED, Bodies, compact, slim
 from scriptrun.controllers.scriptrun import pod_snapshot
 
 
@@ -74,3 +75,35 @@ def test_indexed_pods_keep_what_the_engine_reads() -> None:
         "containerStatuses": [{"name": "main", "state": terminated, "lastState": {}, "restartCount": 0}],
         "initContainerStatuses": [{"name": "monitor", "state": terminated}],
     }
+
+
+def test_bodies_kept_share_their_keys_and_short_strings() -> None:
+    """Two watch events are two parses: each has its own "metadata", "phase", "Succeeded" ... Kept,
+    they share them (10,000 bodies hold each key once), and equal what came in."""
+    text = json.dumps(
+        {
+            "metadata": {"name": "r", "resourceVersion": "5", "uid": "u" * 36},
+            "status": {"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "True"}], "log": "x" * 200},
+        }
+    )
+    bodies = Bodies()
+    bodies.store(("ns", "a"), json.loads(text))
+    bodies.store(("ns", "b"), json.loads(text))
+    a, b = bodies.get(("ns", "a")), bodies.get(("ns", "b"))
+    assert a == b == json.loads(text)
+    key_a = next(k for k in a["status"] if k == "conditions")
+    key_b = next(k for k in b["status"] if k == "conditions")
+    assert key_a is key_b
+    assert a["status"]["phase"] is b["status"]["phase"]
+    assert a["status"]["conditions"][0]["status"] is b["status"]["conditions"][0]["status"]
+    assert a["status"]["log"] is not b["status"]["log"]  # long strings are not worth sharing
+    assert compact([{"k": 1}, "v", 2.5, None]) == [{"k": 1}, "v", 2.5, None]
+
+
+def test_a_late_event_is_not_kept_nor_copied() -> None:
+    bodies = Bodies()
+    assert not bodies.store(("ns", "r"), {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}})
+    assert bodies.store(("ns", "r"), {"metadata": {"resourceVersion": "6"}, "status": {"phase": "Pending"}})
+    assert bodies.store(("ns", "r"), {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}})
+    assert not bodies.store(("ns", "r"), {"metadata": {"resourceVersion": "8"}, "status": {"phase": "Succeeded"}})
+    assert bodies.get(("ns", "r"))["status"]["phase"] == "Succeeded"  # type: ignore[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,6 +64,22 @@ def slim(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": meta}
 
 
+SHORT = 32  # string values up to this long are shared between bodies too: phases, reasons, kinds, booleans
+
+
+def compact(value: Any) -> Any:
+    """A copy of a JSON value whose dict keys (and short strings) are shared with every other body
+    kept: each watch event is a fresh parse, with its own copy of every "metadata", "status",
+    "lastTransitionTime" ... Thousands of bodies kept hold the same few hundred strings once."""
+    if isinstance(value, dict):
+        return {sys.intern(k) if type(k) is str else k: compact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v) for v in value]
+    if type(value) is str and len(value) <= SHORT:
+        return sys.intern(value)
+    return value
+
+
 class Bodies:
     """Keep the newest body known per key (a late watch event never replaces our own, newer patch
     response)."""
@@ -95,19 +112,17 @@ class Bodies:
     def store(self, key: Key, incoming: dict[str, Any]) -> bool:
         """Returns True when `incoming` is nothing new: the echo of what we stored (our own patch or
         create), or older than it (a late watch event)."""
-        incoming = slim(incoming)
         known = self._bodies.get(key)
-        if known is None:
-            self._bodies[key] = incoming
-            return False
-        try:
-            old_rv, new_rv = int(known["metadata"]["resourceVersion"]), int(incoming["metadata"]["resourceVersion"])
-        except (KeyError, TypeError, ValueError):
-            self._bodies[key] = incoming
-            return False
-        if new_rv > old_rv:
-            self._bodies[key] = incoming
-        return new_rv <= old_rv
+        if known is not None:
+            try:
+                old_rv, new_rv = int(known["metadata"]["resourceVersion"]), int(incoming["metadata"]["resourceVersion"])
+            except (KeyError, TypeError, ValueError):
+                pass
+            else:
+                if new_rv <= old_rv:
+                    return True
+        self._bodies[key] = compact(slim(incoming))
+        return False
 
     def update(self, key: Key, incoming: dict[str, Any]) -> None:
         """Our own write's response: newer than anything the watch brought, if we still track it."""

@@ -107,6 +107,7 @@ class OperatorConfig:
     api_burst: int = 100  # ... and at once
     run_workers: int = 64  # ScriptRun reconciles at once (0: no limit)
     workflow_workers: int = 16  # Workflow reconciles at once (0: no limit)
+    malloc_trim_seconds: float = 5.0  # give freed memory back to the system this often (0: never; malloc.py)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -137,6 +138,7 @@ class OperatorConfig:
             api_burst=int(os.environ.get("SCRIPTRUN_API_BURST") or 100),
             run_workers=int(os.environ.get("SCRIPTRUN_RUN_WORKERS") or 64),
             workflow_workers=int(os.environ.get("SCRIPTRUN_WORKFLOW_WORKERS") or 16),
+            malloc_trim_seconds=float(os.environ.get("SCRIPTRUN_MALLOC_TRIM_SECONDS") or 5),
         )
 
 

@@ -15,7 +15,7 @@ from scriptrun.build import names
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.build.shard import inherited
-from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, values_of
+from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, compact, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
@@ -69,7 +69,7 @@ def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
         "status": _pod_status(body.get("status") or {}),
     }
-    return (namespace, str(ref["name"])), snapshot
+    return (namespace, str(ref["name"])), compact(snapshot)
 
 
 POD_STATUS_KEPT = ("phase", "reason", "message", "conditions", "startTime")

@@ -10,7 +10,7 @@ import kopf
 
 from scriptrun import API_GROUP
 from scriptrun.build import names
-from scriptrun.controllers import heartbeat
+from scriptrun.controllers import heartbeat, malloc
 from scriptrun.controllers.billing import start_billing
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.scriptrun import ScriptRunController
@@ -59,6 +59,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # the initial list (and a re-list after a watch expires) in pages: 10,000 runs in one response
     # were a parse of some 30 MB at once, which the operator's RSS never gave back
     settings.watching.chunk_size = 500
+    # a Kopf worker, idle, still holds the last event of its object (the whole body) until it exits:
+    # with thousands of objects changing, 5 s (Kopf's default) kept a body per object alive
+    settings.queueing.idle_timeout = 0.5
     settings.persistence.diffbase_storage = NoEssence()
     settings.persistence.progress_storage = NoProgress()
     try:
@@ -107,6 +110,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         log.error("billing reconciliation off: %s", config.billing_error)
     elif config.billing is not None:
         memo.billing = start_billing(config.billing, kube, runs.bodies, metrics.applied)
+    memo.trimmer = malloc.Trimmer(config.malloc_trim_seconds)
+    memo.trimmer.start()
     if config.heartbeat is not None:
         memo.heartbeat = heartbeat.Heartbeat(kube, config.heartbeat)
         memo.heartbeat.start()
@@ -141,7 +146,7 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("heartbeat", "billing", "workflows", "runs"):
+    for name in ("trimmer", "heartbeat", "billing", "workflows", "runs"):
         controller = memo.get(name)
         if controller is not None:
             await controller.close()
