@@ -29,10 +29,13 @@ def test_kicks_coalesce_and_the_task_ends_when_idle() -> None:
             loop.kick("a")  # while running: one more round, not ten
         await asyncio.sleep(0.3)
         assert loop.active == 0
+        assert not loop._tasks and not loop._wake  # an idle key keeps nothing (10,000 finished runs)
+        loop.kick("a")  # and wakes again as before
+        await asyncio.sleep(0.1)
         await loop.close()
 
     asyncio.run(main())
-    assert calls == ["a", "a"]
+    assert calls == ["a", "a", "a"]
 
 
 def test_wakes_itself_at_the_requested_time() -> None:

@@ -107,3 +107,44 @@ def test_a_late_event_is_not_kept_nor_copied() -> None:
     assert bodies.store(("ns", "r"), {"metadata": {"resourceVersion": "7"}, "status": {"phase": "Running"}})
     assert not bodies.store(("ns", "r"), {"metadata": {"resourceVersion": "8"}, "status": {"phase": "Succeeded"}})
     assert bodies.get(("ns", "r"))["status"]["phase"] == "Succeeded"  # type: ignore[index]
+
+
+def test_packed_bodies_read_back_equal_and_take_a_fraction_of_their_json() -> None:
+    """The ScriptRun controller keeps thousands of bodies packed: what get() returns equals what
+    was stored (slimmed), a fresh copy each time; late events and echoes are told apart as before;
+    the phase counts need no unpacking."""
+    conditions = [
+        {"type": t, "status": "True", "reason": "Succeeded", "lastTransitionTime": "2026-11-23T03:31:15Z"}
+        for t in ("Started", "Complete", "Failed", "Retrying", "Waiting")
+    ]
+
+    def body(name: str, rv: str, phase: str) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": "ns",
+                "uid": f"uid-{name}",
+                "resourceVersion": rv,
+                "managedFields": [{"manager": "x"}],
+            },
+            "spec": {"script": {"source": "print(1)"}},
+            "status": {"phase": phase, "conditions": conditions},
+        }
+
+    bodies = Bodies(packed=True)
+    assert not bodies.store(("ns", "a"), body("a", "5", "Running"))
+    assert bodies.store(("ns", "a"), body("a", "4", "Pending"))  # late
+    assert bodies.store(("ns", "a"), body("a", "5", "Running"))  # echo
+    assert not bodies.store(("ns", "b"), body("b", "9", "Succeeded"))
+    kept = bodies.get(("ns", "a"))
+    assert kept == slim(body("a", "5", "Running")) and "managedFields" not in kept["metadata"]  # type: ignore[index]
+    kept["status"]["phase"] = "changed by a caller"  # type: ignore[index]
+    assert bodies.get(("ns", "a"))["status"]["phase"] == "Running"  # type: ignore[index]
+    assert bodies.count_phases("ScriptRun") == {("ScriptRun", "Running"): 1, ("ScriptRun", "Succeeded"): 1}
+    assert bodies.count_phases("ScriptRun", {"uid-a": "Failed"})[("ScriptRun", "Failed")] == 1
+    assert sorted(b["metadata"]["name"] for b in bodies.values()) == ["a", "b"]
+    assert bodies.kept_bytes() * 3 < 2 * len(json.dumps(slim(body("a", "5", "Running"))))
+    bodies.update(("ns", "c"), body("c", "1", "Running"))  # not tracked: not kept
+    assert ("ns", "c") not in bodies and len(bodies) == 2
+    bodies.store(("ns", "a"), {"metadata": {"resourceVersion": "x"}})  # unreadable version: replaced
+    assert bodies.store(("ns", "a"), {"metadata": {"resourceVersion": "1"}}) is False

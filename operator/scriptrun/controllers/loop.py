@@ -98,6 +98,8 @@ class KeyedLoop:
                 if wake_at is None and not event.is_set():
                     if self._tasks.get(key) is asyncio.current_task():
                         del self._tasks[key]
+                        if self._wake.get(key) is event:
+                            del self._wake[key]  # the next kick makes a new one: none kept per idle key
                     return
                 timeout = None if wake_at is None else max(0.0, (wake_at - clock.utcnow()).total_seconds())
                 if timeout is not None:

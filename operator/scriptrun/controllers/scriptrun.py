@@ -122,7 +122,7 @@ class ScriptRunController:
         self.costs = RunCosts(kube, price_sources(config.prices_file, config.price_providers, config.price_currency))
         self._traces: dict[Key, tuple[str, ObjectTrace | None]] = {}  # key -> (uid, its span)
         self.child_changed = child_changed
-        self.bodies = Bodies()
+        self.bodies = Bodies(packed=True)  # thousands of runs: kept compressed
         self.expected: dict[Key, set[int]] = {}  # attempts created, not in the pods index yet
         self.pods: IndexView[dict[str, Any]] | None = None
         self._pod_signatures: dict[Key, tuple[Any, ...]] = {}
@@ -166,6 +166,8 @@ class ScriptRunController:
             self._pod_signatures.pop(pod_key, None)
         elif self._pod_signatures.get(pod_key) == signature:
             return
+        elif signature[0] in ("Succeeded", "Failed") and not signature[3]:
+            self._pod_signatures.pop(pod_key, None)  # a finished pod changes no more until it goes: keep nothing
         else:
             self._pod_signatures[pod_key] = signature
         self.loop.kick(run_key)
@@ -184,6 +186,8 @@ class ScriptRunController:
             return
         if not self.bodies.store(key, body):  # an echo of our own patch was reconciled from already
             self.loop.kick(key)
+        if owner_ref(body, "Workflow") is None:
+            return  # not a workflow's child: nothing to tell, nothing to remember
         status = body.get("status") or {}
         seen = (status.get("phase"), waiting_reason(status))
         if self._child_seen.get(key) != seen:
@@ -254,8 +258,9 @@ class ScriptRunController:
             except ValueError:
                 continue
             observed[number] = observe_pod(pod, number, monitor_enabled=monitor.enabled)
-        expected = self.expected.setdefault(key, set())
-        expected -= set(observed)
+        expected = self.expected.pop(key, set()) - set(observed)
+        if expected:  # kept only while some are missing: ten thousand empty sets were 4 MB
+            self.expected[key] = expected
         name = key[1]
         return RunInputs(
             spec=spec,
