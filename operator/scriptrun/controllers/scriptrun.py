@@ -15,7 +15,7 @@ from scriptrun.build import names
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.build.shard import inherited
-from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, compact, owner_ref, values_of
+from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, unpack, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
@@ -69,7 +69,7 @@ def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
         "status": _pod_status(body.get("status") or {}),
     }
-    return (namespace, str(ref["name"])), compact(snapshot)
+    return (namespace, str(ref["name"])), snapshot
 
 
 POD_STATUS_KEPT = ("phase", "reason", "message", "conditions", "startTime")
@@ -124,7 +124,7 @@ class ScriptRunController:
         self.child_changed = child_changed
         self.bodies = Bodies(packed=True)  # thousands of runs: kept compressed
         self.expected: dict[Key, set[int]] = {}  # attempts created, not in the pods index yet
-        self.pods: IndexView[dict[str, Any]] | None = None
+        self.pods: IndexView[bytes | dict[str, Any]] | None = None
         self._pod_signatures: dict[Key, tuple[Any, ...]] = {}
         self._child_seen: dict[Key, tuple[Any, ...]] = {}
         self.loop = KeyedLoop(
@@ -146,7 +146,7 @@ class ScriptRunController:
 
     # --- events -------------------------------------------------------------------------------
 
-    def pod_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[dict[str, Any]]) -> None:
+    def pod_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[bytes | dict[str, Any]]) -> None:
         """A pod changed: wake its run if what the run reads changed (phase, reason, why it waits,
         deletion). A pod sees several updates (scheduled, conditions, IPs) that change none."""
         self.pods = pods
@@ -172,7 +172,7 @@ class ScriptRunController:
             self._pod_signatures[pod_key] = signature
         self.loop.kick(run_key)
 
-    def run_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[dict[str, Any]]) -> None:
+    def run_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[bytes | dict[str, Any]]) -> None:
         self.pods = pods
         meta = body.get("metadata", {})
         key = (str(meta.get("namespace")), str(meta.get("name")))
@@ -248,7 +248,8 @@ class ScriptRunController:
         monitor = getattr(spec, "monitor", None) or MonitorSpec()
         observed: dict[int, AttemptObservation] = {}
         held: set[str] = set()
-        for pod in values_of(self.pods, key):
+        for kept in values_of(self.pods, key):
+            pod = unpack(kept)
             pod_meta = pod["metadata"]
             if pod_meta.get("ownerUid") != meta.get("uid"):
                 held.add(str(pod_meta.get("name")))  # a deleted predecessor's pod

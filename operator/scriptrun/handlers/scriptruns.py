@@ -8,17 +8,17 @@ import kopf
 
 from scriptrun import API_GROUP, API_VERSION
 from scriptrun.build import names
-from scriptrun.controllers.bodies import Key
+from scriptrun.controllers.bodies import Key, pack
 from scriptrun.controllers.scriptrun import ScriptRunController, pod_snapshot
 
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 
 
 @kopf.index("pods", labels=MANAGED)
-async def pods_by_run(body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]] | None:
-    """Pods of each ScriptRun, as small snapshots."""
+async def pods_by_run(body: kopf.Body, **_: Any) -> dict[Key, bytes] | None:
+    """Pods of each ScriptRun, as small snapshots packed into JSON bytes (10,000 pods)."""
     found = pod_snapshot(dict(body))
-    return None if found is None else {found[0]: found[1]}
+    return None if found is None else {found[0]: pack(found[1])}
 
 
 @kopf.on.event("pods", labels=MANAGED)
