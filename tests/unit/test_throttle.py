@@ -8,6 +8,7 @@ import time
 from collections.abc import Hashable
 from datetime import datetime
 
+import pytest
 from kubernetes_asyncio import client
 
 from scriptrun.controllers.loop import KeyedLoop
@@ -66,3 +67,19 @@ def test_workers_bound_the_reconciles_at_once_and_serve_in_order() -> None:
 
     asyncio.run(main())
     assert peak == 3 and order == list(range(30))
+
+
+def test_watch_streaming_on_from_kubernetes_1_34_unless_set() -> None:
+    from scriptrun.controllers.config import use_watch_streaming
+
+    assert use_watch_streaming("auto", (1, 34)) and use_watch_streaming("auto", (2, 0))
+    assert not use_watch_streaming("auto", (1, 33)) and not use_watch_streaming("auto", None)
+    assert use_watch_streaming("true", (1, 29)) and not use_watch_streaming("false", (1, 35))
+
+
+def test_a_bad_watch_streaming_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scriptrun.controllers.config import OperatorConfig
+
+    monkeypatch.setenv("SCRIPTRUN_WATCH_STREAMING", "sometimes")
+    with pytest.raises(ValueError, match="SCRIPTRUN_WATCH_STREAMING='sometimes': expected one of auto, true, false"):
+        OperatorConfig.from_env()

@@ -107,6 +107,7 @@ class OperatorConfig:
     api_burst: int = 100  # ... and at once
     run_workers: int = 64  # ScriptRun reconciles at once (0: no limit)
     workflow_workers: int = 16  # Workflow reconciles at once (0: no limit)
+    watch_streaming: str = "auto"  # the initial state streamed over the watch: auto (API server >= 1.34), true, false
     malloc_trim_seconds: float = 5.0  # give freed memory back to the system this often (0: never; malloc.py)
 
     @classmethod
@@ -138,8 +139,26 @@ class OperatorConfig:
             api_burst=int(os.environ.get("SCRIPTRUN_API_BURST") or 100),
             run_workers=int(os.environ.get("SCRIPTRUN_RUN_WORKERS") or 64),
             workflow_workers=int(os.environ.get("SCRIPTRUN_WORKFLOW_WORKERS") or 16),
+            watch_streaming=_choice("SCRIPTRUN_WATCH_STREAMING", ("auto", "true", "false")),
             malloc_trim_seconds=float(os.environ.get("SCRIPTRUN_MALLOC_TRIM_SECONDS") or 5),
         )
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or allowed[0]).strip().lower()
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def use_watch_streaming(setting: str, server: tuple[int, int] | None) -> bool:
+    """Whether Kopf gets each resource's initial state streamed over its watch (sendInitialEvents,
+    on by default from Kubernetes 1.34) rather than listed first. Measured at 10,000 ScriptRuns: a
+    list in pages took minutes while the operator was busy, the watch that followed started from a
+    version the API server no longer had (410 Gone), and Kopf listed everything again, four times."""
+    if setting in ("true", "false"):
+        return setting == "true"
+    return server is not None and server >= (1, 34)
 
 
 def watched_namespaces(env: Mapping[str, str]) -> list[str]:

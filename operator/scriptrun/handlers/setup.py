@@ -12,7 +12,7 @@ from scriptrun import API_GROUP
 from scriptrun.build import names
 from scriptrun.controllers import heartbeat, malloc
 from scriptrun.controllers.billing import start_billing
-from scriptrun.controllers.config import OperatorConfig
+from scriptrun.controllers.config import OperatorConfig, use_watch_streaming
 from scriptrun.controllers.scriptrun import ScriptRunController
 from scriptrun.controllers.workflow import WorkflowController
 from scriptrun.k8s.api import Kube, load_config
@@ -84,6 +84,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             config.peering.priority,
         )
     kube = Kube(credentials.api_client(), qps=config.api_qps, burst=config.api_burst)
+    server = await kube.server_version() if config.watch_streaming == "auto" else None
+    settings.watching.initial_streaming = use_watch_streaming(config.watch_streaming, server)
+    log.info(
+        "initial state of each watch: %s",
+        "streamed (sendInitialEvents)" if settings.watching.initial_streaming else "listed",
+    )
     log.info(
         "API requests: %s; reconciles at once: %s ScriptRuns, %s Workflows",
         f"{config.api_qps:g}/s, burst {config.api_burst}" if config.api_qps > 0 else "not limited",

@@ -84,6 +84,14 @@ class Kube:
         except NotFound:
             return None
 
+    async def server_version(self) -> tuple[int, int] | None:
+        """The API server's (major, minor), e.g. (1, 34); None if it does not say in numbers."""
+        info = await self._call(lambda: client.VersionApi(self.api_client).get_code())
+        try:
+            return int(info.major), int("".join(c for c in info.minor if c.isdigit()))
+        except (TypeError, ValueError):
+            return None
+
     # --- creates: True / the created object, False / None if it is already there (409)
 
     async def _create_raw(self, call: Any, namespace: str, body: dict[str, Any]) -> bool:
