@@ -126,23 +126,19 @@ class Bodies:
 
     @staticmethod
     def _unpack(kept: dict[str, Any] | Packed) -> dict[str, Any]:
-        if isinstance(kept, Packed):
-            body: dict[str, Any] = json.loads(zlib.decompress(kept.blob))
-            return body
-        return kept
+        return unpack(zlib.decompress(kept.blob)) if isinstance(kept, Packed) else kept
 
     def _pack(self, body: dict[str, Any]) -> dict[str, Any] | Packed:
         body = slim(body)
         if not self._packed:
             kept: dict[str, Any] = compact(body)
             return kept
-        meta, status = body.get("metadata") or {}, body.get("status") or {}
-        phase = status.get("phase") if isinstance(status, dict) else None
+        phase = (body.get("status") or {}).get("phase")
         return Packed(
             _version(body),
-            sys.intern(str(meta.get("uid"))) if isinstance(meta, dict) else "None",
+            sys.intern(str((body.get("metadata") or {}).get("uid"))),
             sys.intern(phase) if isinstance(phase, str) else None,
-            zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 1),
+            zlib.compress(pack(body), 1),
         )
 
     def get(self, key: Key) -> dict[str, Any] | None:
@@ -160,7 +156,7 @@ class Bodies:
         return len(self._bodies)
 
     def kept_bytes(self) -> int:
-        """What the packed bodies take (their compressed JSON), for the tests and the benchmark."""
+        """What the packed bodies take (their compressed JSON)."""
         return sum(len(k.blob) for k in self._bodies.values() if isinstance(k, Packed))
 
     def count_phases(self, kind: str, decided: Mapping[str, str] | None = None) -> Counter[tuple[str, str]]:

@@ -5,10 +5,10 @@ above what its live Python objects took. Watch events and list pages of a few KB
 parsed and dropped all the time among long-lived small objects, and glibc keeps the freed pages:
 a list page larger than the mmap threshold is mmapped and unmapped once, after which glibc raises
 its threshold so the next such page lands in the heap, and a free page in the middle of the heap is
-only returned by malloc_trim(). One malloc_trim(0) on a running operator gave back a fifth of its
-RSS. So: fix the mmap threshold (big buffers stay mmapped and are unmapped when freed), keep at
+only returned by malloc_trim(). One malloc_trim(0) on a loaded operator (under a memory profiler) gave
+back a fifth of its RSS. So: fix the mmap threshold (big buffers stay mmapped and are unmapped when freed), keep at
 most two arenas (our few threads' allocations are not worth an arena of up to 64 MiB each), and
-trim every few seconds while the heap has grown.
+trim every few seconds.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import logging
 import platform
-
-log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3

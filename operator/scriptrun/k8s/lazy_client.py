@@ -25,14 +25,13 @@ PACKAGES = ("kubernetes_asyncio.client.models", "kubernetes_asyncio.client")
 MIN_NAMES = 100  # fewer names found: the package's __init__ looks different; leave it alone
 
 
-def _names(init: Path, package: str) -> dict[str, str]:
+def _names(text: str, package: str) -> dict[str, str]:
     """name -> the module defining it, from the package's `from <module> import <name>` lines."""
-    text = init.read_text(encoding="utf-8")
     pattern = rf"^from ({re.escape(package)}\.[\w.]+) import (\w+)$"
     return {name: module for module, name in re.findall(pattern, text, re.MULTILINE)}
 
 
-def _stand_in(package: str, base: Path, names: dict[str, str]) -> types.ModuleType:
+def _stand_in(package: str, base: Path, text: str, names: dict[str, str]) -> types.ModuleType:
     init = base / "__init__.py"
     module = types.ModuleType(package)
     module.__file__ = str(init)
@@ -40,7 +39,7 @@ def _stand_in(package: str, base: Path, names: dict[str, str]) -> types.ModuleTy
     module.__package__ = package
     module.__spec__ = importlib.util.spec_from_file_location(package, init, submodule_search_locations=[str(base)])
     module.__dict__["__all__"] = list(names)
-    version = re.search(r'^__version__ = "([^"]+)"', init.read_text(encoding="utf-8"), re.MULTILINE)
+    version = re.search(r'^__version__ = "([^"]+)"', text, re.MULTILINE)
     if version:
         module.__dict__["__version__"] = version.group(1)
 
@@ -71,11 +70,12 @@ def install() -> bool:
     for package in PACKAGES:
         base = root.joinpath(*package.split(".")[1:])
         try:
-            names = _names(base / "__init__.py", package)
+            text = (base / "__init__.py").read_text(encoding="utf-8")
         except OSError:
             return False
+        names = _names(text, package)
         if len(names) < MIN_NAMES:
             return False
-        stand_ins[package] = _stand_in(package, base, names)
+        stand_ins[package] = _stand_in(package, base, text, names)
     sys.modules.update(stand_ins)
     return True
