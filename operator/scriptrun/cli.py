@@ -13,6 +13,7 @@ from scriptrun.model import contract
 
 if TYPE_CHECKING:
     from scriptrun.local.cost import LocalPricing
+    from scriptrun.model.gates import GateResult
     from scriptrun.model.scriptrun import RunCost
 
 
@@ -173,6 +174,10 @@ def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespac
 
     progress = Progress(run.metadata.name or Path(args.file).stem, stream=sys.stderr)
     final = run_local(run, configmaps=configmaps, report=progress.event, pricing=prices)
+    if args.junit:
+        from scriptrun.local.junit import scriptrun_report
+
+        scriptrun_report(final, Path(args.junit))
     if args.output in ("json", "yaml"):
         _print_object(final.dump(), args.output)
     else:
@@ -187,12 +192,14 @@ def _run_workflow(
     args: argparse.Namespace,
     prices: LocalPricing | None,
 ) -> int:
+    from scriptrun.local.junit import workflow_report
     from scriptrun.local.validate import plan as build_plan
-    from scriptrun.local.wf_output import WorkflowProgress, write_junit
+    from scriptrun.local.wf_output import WorkflowProgress
     from scriptrun.local.workflow import run_workflow_local
 
     plan = build_plan(wf.spec, overrides=overrides)  # checked when the manifest was loaded
     costs: dict[str, RunCost] = {}
+    gates: dict[str, list[GateResult]] = {}
     with WorkflowProgress(stream=sys.stderr) as progress:
         final = run_workflow_local(
             wf,
@@ -202,9 +209,10 @@ def _run_workflow(
             pricing=prices,
             costs=costs,
             configmaps=configmaps,
+            gates=gates,
         )
     if args.junit:
-        write_junit(final, plan, Path(args.junit))
+        workflow_report(final, plan, Path(args.junit), gates)
     if args.output in ("json", "yaml"):
         _print_object(final.dump(), args.output)
     else:
@@ -269,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("file")
     run.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE", help="workflow parameter")
-    run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report (one test case per task)")
+    run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report: a test case per task and per gate")
     run.add_argument(
         "--price",
         metavar="FILE|RATES",

@@ -461,6 +461,9 @@ class ScriptRunController:
             self.metrics.finished(KIND, namespace, phase, reason or phase, seconds, workflow, task)
         if after.usage and not before.usage and after.phase.terminal:
             self.metrics.used(namespace, after.usage, workflow, task)
+        if after.gates and not before.gates:
+            for gate in after.gates:
+                self.metrics.gate(namespace, gate.stage, gate.result, workflow, task)
         if after.cost is not None and before.cost is None:
             self.metrics.cost(namespace, after.cost.dump(), workflow, task)
         if budgets.budget_exceeded(after.conditions) and not budgets.budget_exceeded(before.conditions):

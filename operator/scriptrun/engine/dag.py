@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from scriptrun.engine import expressions, params
+from scriptrun.engine import gates as gate_rules
 from scriptrun.model.workflow import WorkflowSpec, WorkflowTask
 
 MAX_NODES = 5000
@@ -262,6 +263,7 @@ def build_plan(spec: WorkflowSpec, *, overrides: dict[str, str] | None = None) -
                 expressions.check(expressions.bind_placeholders(task.when).text, task.when)
             except expressions.ExpressionError as err:
                 errors.append(f"task {task.name}: when: {err}")
+        errors.extend(f"task {task.name}: {problem}" for problem in gate_rules.problems(task))
         for out in (task.outputs.parameters if task.outputs else None) or []:
             if out.path and (out.path.startswith("/") or ".." in out.path.split("/")):
                 errors.append(

@@ -17,6 +17,7 @@ from typing import Literal
 
 from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
+from scriptrun.engine import gates as gate_rules
 from scriptrun.engine.backoff import backoff_seconds
 from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.observe import ERROR_REASONS, MESSAGE_LIMIT, PENDING_REASONS, AttemptObservation
@@ -474,13 +475,31 @@ def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) 
     )
 
 
-def _next_phase(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> _Outcome:
+def _judge_gates(decision: Decision, inp: RunInputs, last: Attempt, usage: dict[str, object] | None) -> _Outcome:
+    """The last attempt succeeded: spec.gates.after decide whether the run did."""
+    ok = _Outcome(RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}")
+    verdict = gate_rules.judge_after(inp.spec, usage, last.exit_code, last.attempt)
+    if not verdict.results:
+        return ok
+    decision.status.gates = verdict.results
+    for warning in verdict.warnings:
+        decision.events.append(RunEvent("Warning", "GateWarning", warning))
+    if verdict.failure is None:
+        return ok
+    return _Outcome(RunPhase.FAILED, verdict.failure, gate_rules.FAILED_REASON)
+
+
+def _next_phase(
+    decision: Decision, inp: RunInputs, attempts: list[Attempt], usage: dict[int, dict[str, object] | None]
+) -> _Outcome:
     last = attempts[-1] if attempts else None
     ended = last is None or last.phase.terminal  # a live one was just stopped by _enforce_limits
     if getattr(inp.spec, "terminate", None) and ended and (last is None or last.phase != RunPhase.SUCCEEDED):
         return _Outcome(RunPhase.FAILED, "stopped: spec.terminate is true", "Terminated")
     if inp.blocked is not None and (last is None or last.phase.terminal):
         return _Outcome(RunPhase.FAILED, inp.blocked.message, inp.blocked.reason)
+    if last is None and (invalid := gate_rules.problems(inp.spec)):
+        return _Outcome(RunPhase.FAILED, "; ".join(invalid)[:MESSAGE_LIMIT], gate_rules.INVALID_REASON)
     if last is None:
         # the same message the next reconcile computes for a pending attempt: one status write, not two
         decision.actions.append(StartAttempt(1))
@@ -490,7 +509,7 @@ def _next_phase(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> 
         running = last.phase == RunPhase.RUNNING or len(attempts) > 1
         return _Outcome(RunPhase.RUNNING if running else RunPhase.PENDING, _live_message(last))
     if last.phase == RunPhase.SUCCEEDED:
-        return _Outcome(RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}")
+        return _judge_gates(decision, inp, last, usage.get(last.attempt))
     return _after_failure(decision, inp, attempts)
 
 
@@ -564,7 +583,7 @@ def _advance(inp: RunInputs) -> Decision:
     new.attempts = attempts
     new.start_time = new.start_time or next((a.start_time for a in attempts if a.start_time), None)
     new.next_attempt_time = None
-    outcome = _next_phase(decision, inp, attempts)
+    outcome = _next_phase(decision, inp, attempts, usage)
     new.phase, new.message = outcome.phase, outcome.message
     _record_started(decision, inp.spec, inp.attempt_name, now)
     new.attempt_count = len(new.attempts)

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scriptrun import API_GROUP, API_VERSION
+from scriptrun.engine.gates import problems as gate_problems
 from scriptrun.local import ignored, validate
 from scriptrun.local.yamlsafe import YamlError, load_all
 from scriptrun.model.scriptrun import ScriptRun, ScriptRunSpec
@@ -133,6 +134,8 @@ def _object(doc: dict[str, Any], overrides: dict[str, str] | None) -> ScriptRun 
         raise ManifestError(problems)
     spec_model = ScriptRunSpec if isinstance(obj, ScriptRun) else WorkflowSpec
     problems = validate.rule_problems(spec_model, obj.spec) + validate.env_problems(obj.spec)
+    if isinstance(obj, ScriptRun):
+        problems += [f"spec.{problem}" for problem in gate_problems(obj.spec)]
     if problems:
         raise ManifestError(problems)
     if isinstance(obj, Workflow):

@@ -55,6 +55,9 @@ class Progress:
                 "{systemTimeSeconds}s sys)  memory max {memoryMaxMb} MiB avg {memoryAvgMb} MiB  "
                 "processes {processes}  samples {samples}".format_map(_Missing(usage))
             )
+        for gate in status.gates or []:
+            detail = f": {gate.message}" if gate.message else ""
+            out.print(f"gate {gate.name} ({gate.stage}): {gate.result}{detail}", markup=False, soft_wrap=True)
         if cost_label is not None and status.cost is not None:
             out.print(cost_line(status.cost, cost_label), markup=False, soft_wrap=True)
 

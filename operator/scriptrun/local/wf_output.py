@@ -1,11 +1,9 @@
 """Workflow progress for `scriptrun run`: a live rich table on a terminal, plain lines otherwise;
-a final table with each task's monitor summary; a JUnit XML report (one test case per task)."""
+a final table with each task's monitor summary."""
 
 from __future__ import annotations
 
 import time
-import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
@@ -28,19 +26,6 @@ STYLE = {
     "Skipped": "yellow",
     "Omitted": "yellow",
 }
-
-
-def _seconds(duration: str | None) -> float:
-    if not duration:
-        return 0.0
-    total, num = 0.0, ""
-    for ch in duration:
-        if ch.isdigit():
-            num += ch
-        else:
-            total += int(num or 0) * {"h": 3600, "m": 60, "s": 1}.get(ch, 0)
-            num = ""
-    return total
 
 
 def task_table(wf: Workflow, plan: Plan, costs: dict[str, RunCost] | None = None) -> Table:
@@ -127,33 +112,3 @@ class WorkflowProgress:
         )
         if priced is not None and cost_label is not None:
             out.print(total_line(priced, cost_label), markup=False, soft_wrap=True)
-
-
-def write_junit(wf: Workflow, plan: Plan, path: Path) -> None:
-    status = wf.status
-    suite = ET.Element("testsuite", name=wf.metadata.name or "workflow", tests=str(len(plan.nodes)))
-    failures = skipped = 0
-    total = 0.0
-    for node_id, node in plan.nodes.items():
-        s = status.tasks.get(node_id) or TaskSummary(phase="Pending")
-        seconds = _seconds(s.duration)
-        total += seconds
-        case = ET.SubElement(
-            suite, "testcase", classname=wf.metadata.name or "workflow", name=node.display, time=f"{seconds:.1f}"
-        )
-        if s.phase == "Failed":
-            failures += 1
-            failure = ET.SubElement(case, "failure", message=s.message or "failed", type="TaskFailed")
-            failure.text = f"exit code {s.exit_code}, attempts {s.attempts}"
-        elif s.phase in ("Skipped", "Omitted", "Pending"):
-            skipped += 1
-            ET.SubElement(case, "skipped", message=s.message or s.phase)
-        if s.usage:
-            props = ET.SubElement(case, "properties")
-            for k, v in s.usage.items():
-                ET.SubElement(props, "property", name=k, value=str(v))
-    suite.set("failures", str(failures))
-    suite.set("skipped", str(skipped))
-    suite.set("errors", "0")
-    suite.set("time", f"{total:.1f}")
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

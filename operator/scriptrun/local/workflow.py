@@ -16,6 +16,7 @@ from scriptrun.local.cost import LocalPricing
 from scriptrun.local.runner import POLL_SECONDS, LocalRun, shielded, work_dir
 from scriptrun.local.validate import plan as build_plan
 from scriptrun.model.common import ObjectMeta
+from scriptrun.model.gates import GateResult
 from scriptrun.model.scriptrun import RunCost, ScriptRun, ScriptRunSpec
 from scriptrun.model.workflow import Workflow, WorkflowPhase
 
@@ -37,10 +38,12 @@ def run_workflow_local(
     pricing: LocalPricing | None = None,
     costs: dict[str, RunCost] | None = None,
     configmaps: dict[str, dict[str, Any]] | None = None,
+    gates: dict[str, list[GateResult]] | None = None,
 ) -> Workflow:
     """Run to completion. With `pricing`, each task's run gets its cost estimate (its status.cost)
     when it finishes, and `costs` (when given) is filled with them by node id. Tasks read the
-    `configmaps` (of the same file) as a ScriptRun does."""
+    `configmaps` (of the same file) as a ScriptRun does. `gates` (when given) is filled with each
+    node's gate verdicts (its run's status.gates)."""
     plan = build_plan(wf.spec, overrides=overrides)
     name = wf.metadata.name or "workflow"
     runs: dict[str, LocalRun] = {}
@@ -75,6 +78,8 @@ def run_workflow_local(
             if WorkflowPhase(status.phase).terminal:
                 if costs is not None:
                     costs.update({n: r.status.cost for n, r in runs.items() if r.status.cost is not None})
+                if gates is not None:
+                    gates.update({n: r.status.gates for n, r in runs.items() if r.status.gates})
                 return current
             time.sleep(POLL_SECONDS)
     finally:

@@ -21,6 +21,7 @@ from scriptrun.model.common import (
     Resources,
     cel,
 )
+from scriptrun.model.gates import GateResult, Gates
 
 
 class RunPhase(StrEnum):
@@ -172,6 +173,7 @@ class RunTemplate(ApiModel):
     )
     priority_class_name: str | None = None
     pod_metadata: PodMetadata | None = None
+    gates: Gates | None = Field(default=None, description="Policy gates: checks the run must pass (docs/gates.md).")
 
 
 class Budget(ApiModel):
@@ -310,6 +312,7 @@ class ScriptRunStatus(ApiModel):
         default=None, alias="traceID", description="The OpenTelemetry trace of this run (when traced and sampled)."
     )
     cost: RunCost | None = Field(default=None, description="What the run cost, once it has finished.")
+    gates: list[GateResult] | None = Field(default=None, description="Each gate's verdict (spec.gates).")
 
 
 class ScriptRun(ApiModel):

@@ -132,6 +132,14 @@ BUDGET_EXCEEDED = MetricSpec(
     "ScriptRuns and Workflows whose cost went past spec.budget, by kind, namespace and the budget's action.",
     ("kind", "namespace", "action"),
 )
+GATES = MetricSpec(
+    "scriptrun_gates_total",
+    "counter",
+    "",
+    "Gate verdicts on finished runs (spec.gates), by namespace, stage (before, after) and result "
+    "(Passed, Failed, Warned, Error).",
+    ("namespace", "stage", "result", "workflow", "task"),
+)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     RECONCILES,
@@ -148,4 +156,5 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     PEAK_MEMORY,
     COST,
     BUDGET_EXCEEDED,
+    GATES,
 )

@@ -58,6 +58,7 @@ class OperatorMetrics:
         self._peak_memory = _histogram(c.PEAK_MEMORY, r)
         self._cost = _counter(c.COST, r)
         self._budget_exceeded = _counter(c.BUDGET_EXCEEDED, r)
+        self._gates = _counter(c.GATES, r)
         self._objects = _Objects()
         r.register(self._objects)
 
@@ -135,3 +136,7 @@ class OperatorMetrics:
 
     def budget_exceeded(self, kind: str, namespace: str, action: str) -> None:
         self._budget_exceeded.labels(kind, namespace, action).inc()
+
+    def gate(self, namespace: str, stage: str, result: str, workflow: str = "", task: str = "") -> None:
+        """One gate's verdict, once it is in the run's status."""
+        self._gates.labels(namespace, stage, result, *self._pair(workflow, task)).inc()

@@ -1,0 +1,107 @@
+"""Policy gates judged by the engine (pure): `spec.gates.after`, CEL over the measured usage.
+
+The same CEL interpreter as `when` (engine/expressions.py). A gate sees:
+- `usage`: the run's status.usage as the monitor reported it (memoryMaxMb, cpuMaxPercent,
+  executionTimeSeconds, ...);
+- `exitCode` and `attempt`: of the attempt that succeeded.
+
+A gate that cannot be judged (no usage: the monitor is off or left no summary; a field the usage
+lacks; an expression that is not true or false) is an Error, which fails the run like a failed gate
+unless its action is Warn: a gate must never pass for want of data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scriptrun.engine import expressions
+from scriptrun.model.gates import AfterGate, GateResult
+from scriptrun.model.scriptrun import RunTemplate
+
+FAILED_REASON = "GateFailed"
+INVALID_REASON = "InvalidGate"
+MESSAGE_LIMIT = 300
+_USAGE_FIELD = re.compile(r"\busage\.([A-Za-z_]\w*)")
+_NO_SUCH_KEY = re.compile(r"^cannot evaluate .*: '[A-Za-z_]\w*'$", re.S)
+
+
+def after_gates(spec: RunTemplate) -> list[AfterGate]:
+    gates = getattr(spec, "gates", None)
+    return list(gates.after or []) if gates is not None else []
+
+
+def problems(spec: RunTemplate) -> list[str]:
+    """Gate expressions that do not compile, each with its field: `gates.after[0].expression: ...`."""
+    out = []
+    for i, gate in enumerate(after_gates(spec)):
+        try:
+            expressions.check(gate.expression)
+        except expressions.ExpressionError as err:
+            out.append(f"gates.after[{i}].expression: {err}")
+    return out
+
+
+@dataclass
+class Verdict:
+    """The gates' results, the Events they call for, and why the run fails (None: it does not)."""
+
+    results: list[GateResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failure: str | None = None
+
+
+def _missing_usage(usage: Mapping[str, Any] | None) -> str | None:
+    if usage is None:
+        return "no usage was measured (spec.monitor.enabled is false)"
+    if usage.get("available") is False:
+        return f"no usage was measured ({usage.get('reason')}: {usage.get('message')})"
+    return None
+
+
+def _judge(gate: AfterGate, context: dict[str, Any], missing: str | None) -> tuple[str, str]:
+    """(result, message): Passed, Failed or Error, before the action is applied."""
+    if missing is not None:
+        return "Error", missing
+    try:
+        passed = expressions.evaluate_bool(gate.expression, context)
+    except expressions.ExpressionError as err:
+        text = str(err)
+        if _NO_SUCH_KEY.search(text):  # the interpreter's KeyError names only the key
+            text += f" (no such field; usage has {', '.join(sorted(context['usage']))})"
+        return "Error", text[:MESSAGE_LIMIT]
+    if passed:
+        return "Passed", ""
+    return "Failed", f"{gate.message or gate.expression + ' is false'}{_measured(gate.expression, context)}"
+
+
+def _measured(expression: str, context: dict[str, Any]) -> str:
+    """The usage fields the expression reads, as measured: ` (memoryMaxMb=612.5)`."""
+    usage = context["usage"]
+    names = dict.fromkeys(m[1] for m in _USAGE_FIELD.finditer(expression) if m[1] in usage)
+    return f" ({', '.join(f'{n}={usage[n]}' for n in names)})" if names else ""
+
+
+def judge_after(spec: RunTemplate, usage: Mapping[str, Any] | None, exit_code: int | None, attempt: int) -> Verdict:
+    """Judge every after-gate of a run whose last attempt succeeded."""
+    verdict = Verdict()
+    gates = after_gates(spec)
+    if not gates:
+        return verdict
+    missing = _missing_usage(usage)
+    context = {"usage": dict(usage or {}), "exitCode": exit_code or 0, "attempt": attempt}
+    failed: list[str] = []
+    for gate in gates:
+        result, message = _judge(gate, context, missing)
+        if result != "Passed" and gate.action == "Warn":
+            result = "Warned"
+            verdict.warnings.append(f"gate {gate.name}: {message}"[:MESSAGE_LIMIT])
+        elif result != "Passed":
+            failed.append(f"gate {gate.name}: {message}")
+        shown = message[:MESSAGE_LIMIT] or None
+        verdict.results.append(GateResult(name=gate.name, stage="after", result=result, message=shown))
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        verdict.failure = (failed[0] + more)[:MESSAGE_LIMIT]
+    return verdict
