@@ -13,6 +13,7 @@ from scriptrun.model import contract
 
 if TYPE_CHECKING:
     from scriptrun.local.cost import LocalPricing
+    from scriptrun.local.gates import BeforeReport
     from scriptrun.model.gates import GateResult
     from scriptrun.model.scriptrun import RunCost
 
@@ -168,16 +169,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _write_gate_reports(args: argparse.Namespace, reports: dict[str, BeforeReport]) -> None:
+    """--sarif and --sbom: the before-gates' findings (a workflow's tasks in one log) and SBOMs."""
+    from scriptrun.local.gates import merged_sarif
+
+    if args.sarif:
+        Path(args.sarif).write_text(json.dumps(merged_sarif(reports) or {"version": "2.1.0", "runs": []}, indent=2))
+    if args.sbom:
+        boms = {task: r.sbom for task, r in reports.items() if r.sbom is not None}
+        document = boms.get("") if set(boms) <= {""} else boms
+        Path(args.sbom).write_text(json.dumps(document or {}, indent=2))
+
+
 def _run_scriptrun(run: Any, configmaps: dict[str, Any], args: argparse.Namespace, prices: LocalPricing | None) -> int:
     from scriptrun.local.output import Progress
     from scriptrun.local.runner import run_local
 
     progress = Progress(run.metadata.name or Path(args.file).stem, stream=sys.stderr)
-    final = run_local(run, configmaps=configmaps, report=progress.event, pricing=prices)
+    reports: dict[str, BeforeReport] = {}
+    final = run_local(run, configmaps=configmaps, report=progress.event, pricing=prices, gate_reports=reports)
     if args.junit:
         from scriptrun.local.junit import scriptrun_report
 
         scriptrun_report(final, Path(args.junit))
+    _write_gate_reports(args, reports)
     if args.output in ("json", "yaml"):
         _print_object(final.dump(), args.output)
     else:
@@ -200,6 +215,7 @@ def _run_workflow(
     plan = build_plan(wf.spec, overrides=overrides)  # checked when the manifest was loaded
     costs: dict[str, RunCost] = {}
     gates: dict[str, list[GateResult]] = {}
+    reports: dict[str, BeforeReport] = {}
     with WorkflowProgress(stream=sys.stderr) as progress:
         final = run_workflow_local(
             wf,
@@ -210,14 +226,24 @@ def _run_workflow(
             costs=costs,
             configmaps=configmaps,
             gates=gates,
+            gate_reports=reports,
         )
     if args.junit:
         workflow_report(final, plan, Path(args.junit), gates)
+    _write_gate_reports(args, reports)
     if args.output in ("json", "yaml"):
         _print_object(final.dump(), args.output)
     else:
         progress.summary(final, plan, costs, prices.label if prices else None)
     return 0 if final.status.phase == "Succeeded" else 1
+
+
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from scriptrun.scan.command import main as gate_main
+
+    return gate_main(
+        script=args.script, osv_dir=args.osv_dir, work=args.work_dir, termination_path=args.termination_path
+    )
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
@@ -273,11 +299,22 @@ def parser() -> argparse.ArgumentParser:
     mon.add_argument("--start-timeout", type=float, default=None, help="give up waiting for the script after N s")
     mon.set_defaults(func=_cmd_monitor)
 
+    gate = sub.add_parser("gate", help="the before-gates (runs inside a run pod, configured by $SCRIPTRUN_GATES)")
+    gate.add_argument("--script", default=None, help="the script file (none for script.command)")
+    gate.add_argument("--osv-dir", default=contract.OSV_DIR, help="the OSV records of the dependency scan")
+    gate.add_argument("--work-dir", default=contract.RUN_DIR, help="a writable scratch directory")
+    gate.add_argument("--termination-path", default=contract.TERMINATION_LOG)
+    gate.set_defaults(func=_cmd_gate)
+
     run = sub.add_parser("run", help="run a ScriptRun or Workflow manifest on this machine (no cluster)")
     run.add_argument("file")
     run.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     run.add_argument("-p", "--parameter", action="append", metavar="NAME=VALUE", help="workflow parameter")
     run.add_argument("--junit", metavar="FILE", help="write a JUnit XML report: a test case per task and per gate")
+    run.add_argument("--sarif", metavar="FILE", help="write the before-gates' findings as SARIF 2.1.0")
+    run.add_argument(
+        "--sbom", metavar="FILE", help="write the dependency scan's CycloneDX SBOM (a workflow: one per task, by task)"
+    )
     run.add_argument(
         "--price",
         metavar="FILE|RATES",

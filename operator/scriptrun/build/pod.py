@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
 from scriptrun.build import names
+from scriptrun.engine.gates import before_gates, inputs_of
 from scriptrun.engine.observe import MAIN_CONTAINER, MONITOR_CONTAINER
 from scriptrun.model.contract import (
+    ENV_GATES,
     ENV_TRACEPARENT,
+    GATE_CONTAINER,
     LAUNCHER_FILE,
+    OSV_DIR,
     OUTPUTS_DIR,
     PID_FILE,
     RUN_DIR,
@@ -30,6 +35,8 @@ IN_POD_SCRIPT_LIMIT = 32 * 1024
 RUN_VOLUME = "scriptrun-run"
 OUTPUTS_VOLUME = "scriptrun-outputs"
 MONITOR_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+GATE_RESOURCES = {"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}}
+OSV_VOLUME = "scriptrun-osv"
 
 
 class RunRef(names.OwnerRef):
@@ -48,6 +55,7 @@ class PodInputs:
     monitor_pull_policy: str | None = None
     extra_labels: tuple[tuple[str, str], ...] = ()
     traceparent: str | None = None  # tracing on: the attempt span's, for both containers (TRACEPARENT)
+    gate_image: str = DEFAULT_IMAGE  # spec.gates.before runs in scriptrun's runner image, whatever the run's
 
 
 def script_path(spec: RunTemplate) -> str:
@@ -200,6 +208,52 @@ def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str
     return container
 
 
+def _gate_container(inputs: PodInputs, volumes: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """spec.gates.before as the first init container (`scriptrun gate`, in the runner image): the
+    script volume and the OSV database ConfigMap read-only, the run directory for scratch. It
+    exits non-zero when a gate blocks, so neither the monitor nor the script starts."""
+    spec = inputs.spec
+    before = before_gates(spec)
+    if before is None:
+        return None
+    config = {
+        "name": inputs.run.name,
+        "before": before.dump(),
+        "inputs": [list(pair) for pair in inputs_of(spec)],
+    }
+    args = [f"--work-dir={RUN_DIR}"]
+    mounts: list[dict[str, Any]] = [{"name": RUN_VOLUME, "mountPath": RUN_DIR}]
+    if not spec.script.command:
+        args.append(f"--script={script_path(spec)}")
+        mounts.append({"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True})
+    if before.dependency_scan is not None:
+        name = before.dependency_scan.database.config_map_name
+        volumes.append({"name": OSV_VOLUME, "configMap": {"name": name}})
+        mounts.append({"name": OSV_VOLUME, "mountPath": OSV_DIR, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": GATE_CONTAINER,
+        "image": inputs.gate_image,
+        "command": ["scriptrun", "gate"],
+        "args": args,
+        "env": [{"name": ENV_GATES, "value": json.dumps(config, separators=(",", ":"), sort_keys=True)}],
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
+        "resources": {k: dict(v) for k, v in GATE_RESOURCES.items()},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "runAsNonRoot": True,
+            "runAsUser": MONITOR_USER,
+        },
+    }
+    if inputs.monitor_pull_policy:
+        container["imagePullPolicy"] = inputs.monitor_pull_policy
+    return container
+
+
 def build_pod(inputs: PodInputs) -> dict[str, Any]:
     """One attempt's Pod."""
     spec, run = inputs.spec, inputs.run
@@ -229,9 +283,12 @@ def build_pod(inputs: PodInputs) -> dict[str, Any]:
         "containers": [_main_container(inputs, image, monitor.enabled)],
         "volumes": volumes,
     }
+    gate = _gate_container(inputs, volumes)
+    if gate is not None:
+        pod_spec["initContainers"] = [gate]
     if monitor.enabled:
         pod_spec["shareProcessNamespace"] = True
-        pod_spec["initContainers"] = [_monitor_container(inputs, monitor, labels)]
+        pod_spec.setdefault("initContainers", []).append(_monitor_container(inputs, monitor, labels))
     if spec.timeout_seconds:
         pod_spec["activeDeadlineSeconds"] = spec.timeout_seconds
     optional = {

@@ -88,6 +88,7 @@ def _billing(env: Mapping[str, str]) -> tuple[BillingConfig | None, str | None]:
 class OperatorConfig:
     default_image: str = DEFAULT_IMAGE
     monitor_image: str = DEFAULT_MONITOR_IMAGE
+    gate_image: str = DEFAULT_IMAGE  # spec.gates.before: scriptrun's runner image, whatever the default run image
     monitor_pull_policy: str | None = None
     deadline_grace_seconds: float = 5.0
     resync_seconds: float = 60.0
@@ -118,6 +119,7 @@ class OperatorConfig:
         return cls(
             default_image=os.environ.get("SCRIPTRUN_DEFAULT_IMAGE") or DEFAULT_IMAGE,
             monitor_image=os.environ.get("SCRIPTRUN_MONITOR_IMAGE") or DEFAULT_MONITOR_IMAGE,
+            gate_image=os.environ.get("SCRIPTRUN_GATE_IMAGE") or DEFAULT_IMAGE,
             monitor_pull_policy=os.environ.get("SCRIPTRUN_MONITOR_IMAGE_PULL_POLICY") or None,
             deadline_grace_seconds=float(os.environ.get("SCRIPTRUN_DEADLINE_GRACE_SECONDS", "5")),
             resync_seconds=float(os.environ.get("SCRIPTRUN_RESYNC_SECONDS", "60")),

@@ -388,6 +388,7 @@ class ScriptRunController:
                 default_image=config.default_image,
                 monitor_image=config.monitor_image,
                 monitor_pull_policy=config.monitor_pull_policy,
+                gate_image=config.gate_image,
                 extra_labels=extra,
                 traceparent=traceparent,
             )

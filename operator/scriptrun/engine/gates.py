@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scriptrun.engine import expressions
-from scriptrun.model.gates import AfterGate, GateResult
+from scriptrun.model.gates import AfterGate, BeforeGates, GateResult
 from scriptrun.model.scriptrun import RunTemplate
 
 FAILED_REASON = "GateFailed"
@@ -30,6 +30,22 @@ _NO_SUCH_KEY = re.compile(r"^cannot evaluate .*: '[A-Za-z_]\w*'$", re.S)
 def after_gates(spec: RunTemplate) -> list[AfterGate]:
     gates = getattr(spec, "gates", None)
     return list(gates.after or []) if gates is not None else []
+
+
+def inputs_of(spec: RunTemplate) -> list[tuple[str, str]]:
+    """The run's inputs a secret may hide in: args and plain env values (not valueFrom: a Secret's
+    value is where a secret belongs)."""
+    out = [(f"spec.args[{i}]", arg) for i, arg in enumerate(spec.args or [])]
+    out += [(f"spec.env[{var.name}]", var.value) for var in spec.env or [] if var.value]
+    return out
+
+
+def before_gates(spec: RunTemplate) -> BeforeGates | None:
+    gates = getattr(spec, "gates", None)
+    before: BeforeGates | None = gates.before if gates is not None else None
+    if before is None or not (before.static_analysis or before.secret_scan or before.dependency_scan):
+        return None
+    return before
 
 
 def problems(spec: RunTemplate) -> list[str]:

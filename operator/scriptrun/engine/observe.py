@@ -13,6 +13,8 @@ AttemptState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 MAIN_CONTAINER = "main"
 MONITOR_CONTAINER = "monitor"
+GATE_CONTAINER = "gates"  # model.contract.GATE_CONTAINER (tests/unit/test_contract.py keeps them equal)
+GATE_FAILED = "GateFailed"
 MESSAGE_LIMIT = 1024
 
 # Reasons that mean the platform lost the attempt (an "error" in Argo's retryPolicy terms);
@@ -57,6 +59,7 @@ class AttemptObservation:
     usage: dict[str, Any] | None = None
     node: str | None = None  # spec.nodeName, once scheduled
     disruption: str | None = None  # the DisruptionTarget condition's reason, when the pod was disrupted
+    gates: list[dict[str, Any]] | None = None  # the before-gates' verdicts (GateResult dicts), once judged
 
 
 def _terminated(statuses: list[dict[str, Any]] | None, name: str) -> dict[str, Any] | None:
@@ -118,6 +121,25 @@ def parse_usage(message: str | None, *, monitor_enabled: bool) -> dict[str, Any]
     return data
 
 
+def parse_gates(terminated: dict[str, Any] | None) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """The gate container's verdicts and, when it blocked the run (or itself failed), why."""
+    if terminated is None:
+        return None, None
+    try:
+        summary = json.loads(terminated.get("message") or "")
+    except ValueError:
+        summary = None
+    gates = summary.get("gates") if isinstance(summary, dict) else None
+    gates = [g for g in gates if isinstance(g, dict)] if isinstance(gates, list) else None
+    code = terminated.get("exitCode")
+    if code in (0, None):
+        return gates, None
+    failure = summary.get("failure") if isinstance(summary, dict) else None
+    if not failure:
+        failure = f"the gate container failed: exit code {code} ({terminated.get('reason') or 'Error'})"
+    return gates, str(failure)[:MESSAGE_LIMIT]
+
+
 def disruption_of(status: dict[str, Any]) -> str | None:
     """Why the pod is being disrupted (a spot reclaim seen as a node shutdown, a drain, preemption):
     the reason of its DisruptionTarget condition (Kubernetes 1.26+), while True."""
@@ -150,6 +172,13 @@ def _observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) ->
 
     monitor = _terminated(status.get("initContainerStatuses"), MONITOR_CONTAINER)
     usage = parse_usage((monitor or {}).get("message"), monitor_enabled=monitor_enabled)
+    gate = _terminated(status.get("initContainerStatuses"), GATE_CONTAINER)
+    gates, blocked = parse_gates(gate)
+    if blocked is not None:  # the script never started: neither usage nor the pod's own reason matter
+        ended = clock.parse((gate or {}).get("finishedAt"))
+        return AttemptObservation(
+            attempt, name, "Failed", start, ended, None, GATE_FAILED, blocked, None, node, gates=gates
+        )
     exit_code = main.get("exitCode") if main else None
     finish = clock.parse(main.get("finishedAt")) if main else None
     pod_reason = status.get("reason")
@@ -165,12 +194,15 @@ def _observe_pod(pod: dict[str, Any], attempt: int, *, monitor_enabled: bool) ->
             None,
             usage,
             node,
+            gates=gates,
         )
     reason = pod_reason or (main or {}).get("reason") or "Error"
     message = status.get("message") or (main or {}).get("message")
     if message:
         message = message.strip()[-MESSAGE_LIMIT:]
-    return AttemptObservation(attempt, name, "Failed", start, finish, exit_code, reason, message, usage, node)
+    return AttemptObservation(
+        attempt, name, "Failed", start, finish, exit_code, reason, message, usage, node, gates=gates
+    )
 
 
 HEADLINE = ("cpuAvgPercent", "memoryMaxMb")  # the usage a workflow summary shows; the rest stays in the run

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from pydantic import ValidationError
+
 from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
 from scriptrun.engine import gates as gate_rules
 from scriptrun.engine.backoff import backoff_seconds
 from scriptrun.engine.conditions import set_condition
-from scriptrun.engine.observe import ERROR_REASONS, MESSAGE_LIMIT, PENDING_REASONS, AttemptObservation
+from scriptrun.engine.observe import ERROR_REASONS, GATE_FAILED, MESSAGE_LIMIT, PENDING_REASONS, AttemptObservation
+from scriptrun.model.gates import GateResult
 from scriptrun.model.scriptrun import Attempt, RetryStrategy, RunPhase, RunTemplate, ScriptRunStatus
 
 EventType = Literal["Normal", "Warning"]
@@ -446,6 +449,8 @@ def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) 
         return _Outcome(
             failed, f"exit code {last.exit_code} matched an exit-code rule with action Fail", "ExitCodeRule"
         )
+    if last.reason == GATE_FAILED:  # the same script and inputs would be blocked again
+        return _Outcome(failed, last.message or "a gate blocked the run", gate_rules.FAILED_REASON)
     if inp.over_budget is not None:
         return _Outcome(failed, f"no retry: {inp.over_budget} (spec.budget.action: Stop)", "BudgetExceeded")
     if not disrupted and not _policy_allows(strategy, kind):
@@ -475,13 +480,33 @@ def _after_failure(decision: Decision, inp: RunInputs, attempts: list[Attempt]) 
     )
 
 
+def _record_before_gates(decision: Decision, inp: RunInputs, attempts: list[Attempt]) -> None:
+    """The current attempt's before-gate verdicts (its gate container's, or the local scan's) go
+    to status.gates; a Warned one is a Warning Event when it first appears."""
+    observed = inp.observed.get(attempts[-1].attempt) if attempts else None
+    if observed is None or observed.gates is None:
+        return
+    results = []
+    for item in observed.gates:
+        try:
+            results.append(GateResult.model_validate(item))
+        except ValidationError:
+            continue  # a verdict this operator cannot read: the attempt's own phase still decides
+    if results == [g for g in inp.status.gates or [] if g.stage == "before"]:
+        return
+    decision.status.gates = results
+    for result in results:
+        if result.result == "Warned":
+            decision.events.append(RunEvent("Warning", "GateWarning", f"gate {result.name}: {result.message}"))
+
+
 def _judge_gates(decision: Decision, inp: RunInputs, last: Attempt, usage: dict[str, object] | None) -> _Outcome:
     """The last attempt succeeded: spec.gates.after decide whether the run did."""
     ok = _Outcome(RunPhase.SUCCEEDED, f"succeeded on attempt {last.attempt}")
     verdict = gate_rules.judge_after(inp.spec, usage, last.exit_code, last.attempt)
     if not verdict.results:
         return ok
-    decision.status.gates = verdict.results
+    decision.status.gates = [*(g for g in decision.status.gates or [] if g.stage == "before"), *verdict.results]
     for warning in verdict.warnings:
         decision.events.append(RunEvent("Warning", "GateWarning", warning))
     if verdict.failure is None:
@@ -583,6 +608,7 @@ def _advance(inp: RunInputs) -> Decision:
     new.attempts = attempts
     new.start_time = new.start_time or next((a.start_time for a in attempts if a.start_time), None)
     new.next_attempt_time = None
+    _record_before_gates(decision, inp, attempts)
     outcome = _next_phase(decision, inp, attempts, usage)
     new.phase, new.message = outcome.phase, outcome.message
     _record_started(decision, inp.spec, inp.attempt_name, now)

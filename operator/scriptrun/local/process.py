@@ -16,14 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from scriptrun.engine import clock
-from scriptrun.engine.observe import AttemptObservation
+from scriptrun.engine.observe import GATE_FAILED, AttemptObservation
 from scriptrun.model.contract import EXIT_FILE, OUTPUTS_SUBDIR, PID_FILE, SCRIPT_KEY, script_env
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate
 from scriptrun.monitor import launch
@@ -79,6 +79,10 @@ def failure(code: int, *, oom_before: int | None, oom_after: int | None) -> tupl
     return "Error", f"{killed}, not by the OOM killer"
 
 
+GateCheck = Callable[[Path | None, Path], tuple[list[dict[str, Any]] | None, str | None]]
+"""(the script file or None, a scratch directory) -> (the before-gates' verdicts, why they block or None)."""
+
+
 @dataclass
 class LocalAttempt:
     attempt: int
@@ -95,6 +99,8 @@ class LocalAttempt:
     usage: dict[str, Any] | None = None
     killed_reason: str | None = None
     oom_after: int | None = None
+    gates: list[dict[str, Any]] | None = None  # the before-gates' verdicts (GateResult dicts)
+    gate_failure: str | None = None  # a before-gate blocked this attempt: the script never started
     next_sample: float = 0.0
     started_mono: float = field(default_factory=time.monotonic)
 
@@ -145,6 +151,13 @@ class LocalAttempt:
                 self.usage["outputsError"] = error
 
     def observe(self) -> AttemptObservation:
+        found = self._observe()
+        return replace(found, gates=self.gates) if self.gates is not None else found
+
+    def _observe(self) -> AttemptObservation:
+        if self.gate_failure is not None:
+            at = self.started
+            return AttemptObservation(self.attempt, self.name, "Failed", at, at, None, GATE_FAILED, self.gate_failure)
         self.tick()
         code = self.exit_code
         if self.start_error is not None:
@@ -190,12 +203,16 @@ def start_attempt(
     base_dir: Path,
     python: str = sys.executable,
     environment: Mapping[str, str] | None = None,
+    gate_check: GateCheck | None = None,
 ) -> LocalAttempt:
     """Start one attempt. `environment`: the spec's variables as resolved (by default its plain
-    `value`s); a command that cannot be started is an attempt failed with reason StartError."""
+    `value`s); a command that cannot be started is an attempt failed with reason StartError.
+    `gate_check` (spec.gates.before) runs first, on the script file as the attempt will run it:
+    when it blocks, the attempt fails with reason GateFailed and no process starts."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{name[:100]}-", dir=base_dir))
     outputs = workdir / OUTPUTS_SUBDIR
     outputs.mkdir()
+    script: Path | None = None
     if spec.script.command:
         command = list(spec.script.command)
     else:
@@ -203,13 +220,19 @@ def start_attempt(
         script = workdir / SCRIPT_KEY
         script.write_text(source)
         command = [python, str(script)]
+    monitor = spec.monitor or MonitorSpec()
+    gates: list[dict[str, Any]] | None = None
+    if gate_check is not None:
+        gates, blocked = gate_check(script, workdir)
+        if blocked is not None:
+            at = clock.utcnow()
+            return LocalAttempt(attempt, name, None, at, workdir, monitor, gates=gates, gate_failure=blocked)
     command += list(spec.args or [])
     env = dict(os.environ)
     env.update(script_env(outputs_dir=str(outputs), attempt=attempt))
     if environment is None:
         environment = {var.name: var.value for var in spec.env or [] if var.value is not None}
     env.update(environment)
-    monitor = spec.monitor or MonitorSpec()
     # through the same small launcher a pod uses: the script is forked from it, not from this
     # (much larger) process, and its exit record carries the script's own wait4() rusage
     launcher = [python, launch.__file__, str(workdir), "--"]
@@ -220,5 +243,5 @@ def start_attempt(
         )
     except (OSError, ValueError) as err:  # e.g. E2BIG: arguments and environment past the kernel's limit
         why = f"cannot start: {err.strerror if isinstance(err, OSError) and err.strerror else err}"
-        return LocalAttempt(attempt, name, None, clock.utcnow(), workdir, monitor, start_error=why)
-    return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir, monitor, oom_before=oom_before)
+        return LocalAttempt(attempt, name, None, clock.utcnow(), workdir, monitor, start_error=why, gates=gates)
+    return LocalAttempt(attempt, name, proc, clock.utcnow(), workdir, monitor, oom_before=oom_before, gates=gates)

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from scriptrun.engine import clock
+from scriptrun.engine.gates import before_gates
 from scriptrun.engine.run import Blocked, RunEvent, StartAttempt, StopAttempt, decide
 from scriptrun.local.cost import LocalPricing, estimate
+from scriptrun.local.gates import BeforeReport, check_before
 from scriptrun.local.ignored import environment
 from scriptrun.local.process import LocalAttempt, start_attempt
 from scriptrun.model.scriptrun import ScriptRun
@@ -81,6 +83,8 @@ class LocalRun:
         self.report = report
         self.pricing = pricing  # when set, a finished run's status.cost is its estimate on this machine
         self.source, self.blocked = _resolve_source(run, configmaps or {})
+        self.configmaps = configmaps or {}
+        self.gate_report: BeforeReport | None = None  # the last attempt's before-gates (spec.gates.before)
         self.environment = environment(run.spec, configmaps or {})
         self.status = run.status.model_copy(deep=True)
         self.created = clock.utcnow()
@@ -118,6 +122,7 @@ class LocalRun:
                     source=self.source,
                     base_dir=self.base,
                     environment=self.environment,
+                    gate_check=self._gate_check if before_gates(self.run.spec) is not None else None,
                 )
             elif isinstance(action, StopAttempt):
                 self.attempts[action.attempt].killed_reason = action.reason
@@ -130,6 +135,12 @@ class LocalRun:
             cost = estimate(self.run.spec, self.status, self.pricing)
             if cost is not None:
                 self.status = self.status.model_copy(update={"cost": cost})
+
+    def _gate_check(self, script: Path | None, work: Path) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """spec.gates.before on this machine: the same scans as the gate container; the OSV
+        database is a ConfigMap of the same file."""
+        self.gate_report = check_before(self.run, script, work, self.configmaps)
+        return [r.dump() for r in self.gate_report.results], self.gate_report.failure
 
     def close(self) -> None:
         """Stop what still runs; remove the work directory if this run made it."""
@@ -147,9 +158,11 @@ def run_local(
     report: Report | None = None,
     base_dir: Path | None = None,
     pricing: LocalPricing | None = None,
+    gate_reports: dict[str, BeforeReport] | None = None,
 ) -> ScriptRun:
     """Run to completion; returns the run with its final status (with `pricing`, its cost estimate).
-    Whatever ends it (also Ctrl-C), its processes are stopped and its work directory is removed."""
+    Whatever ends it (also Ctrl-C), its processes are stopped and its work directory is removed.
+    `gate_reports` (when given) gets the last attempt's before-gate report (SARIF, SBOM) under ""."""
     base, owns_base = work_dir(base_dir)
     try:
         local = LocalRun(run, configmaps=configmaps, report=report, base_dir=base, pricing=pricing)
@@ -161,6 +174,8 @@ def run_local(
                 time.sleep(POLL_SECONDS)
         finally:
             local.close()
+            if gate_reports is not None and local.gate_report is not None:
+                gate_reports[""] = local.gate_report
     finally:
         if owns_base:
             with shielded():

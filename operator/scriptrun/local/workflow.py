@@ -13,6 +13,7 @@ from scriptrun.engine.dag import Plan
 from scriptrun.engine.observe import ChildObservation
 from scriptrun.engine.workflow import WorkflowEvent, decide_workflow
 from scriptrun.local.cost import LocalPricing
+from scriptrun.local.gates import BeforeReport
 from scriptrun.local.runner import POLL_SECONDS, LocalRun, shielded, work_dir
 from scriptrun.local.validate import plan as build_plan
 from scriptrun.model.common import ObjectMeta
@@ -39,11 +40,12 @@ def run_workflow_local(
     costs: dict[str, RunCost] | None = None,
     configmaps: dict[str, dict[str, Any]] | None = None,
     gates: dict[str, list[GateResult]] | None = None,
+    gate_reports: dict[str, BeforeReport] | None = None,
 ) -> Workflow:
     """Run to completion. With `pricing`, each task's run gets its cost estimate (its status.cost)
     when it finishes, and `costs` (when given) is filled with them by node id. Tasks read the
     `configmaps` (of the same file) as a ScriptRun does. `gates` (when given) is filled with each
-    node's gate verdicts (its run's status.gates)."""
+    node's gate verdicts (its run's status.gates), and `gate_reports` with its before-gate report."""
     plan = build_plan(wf.spec, overrides=overrides)
     name = wf.metadata.name or "workflow"
     runs: dict[str, LocalRun] = {}
@@ -80,6 +82,8 @@ def run_workflow_local(
                     costs.update({n: r.status.cost for n, r in runs.items() if r.status.cost is not None})
                 if gates is not None:
                     gates.update({n: r.status.gates for n, r in runs.items() if r.status.gates})
+                if gate_reports is not None:
+                    gate_reports.update({n: r.gate_report for n, r in runs.items() if r.gate_report is not None})
                 return current
             time.sleep(POLL_SECONDS)
     finally:

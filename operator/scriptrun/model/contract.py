@@ -58,6 +58,19 @@ MONITOR_LABEL_ENV = {
 }
 """The monitor's metric label -> the environment variable the pod builder sets it from."""
 
+# -- the gate init container (spec.gates.before) ---------------------------------------------------
+GATE_CONTAINER = "gates"
+"""The init container that runs the before-gates (`scriptrun gate`), ahead of the monitor and the script."""
+ENV_GATES = "SCRIPTRUN_GATES"
+"""Its configuration, JSON: {"name", "before" (spec.gates.before), "inputs" ([where, text] pairs)}."""
+OSV_DIR = "/scriptrun/osv"
+"""The dependency scan's OSV records (its database ConfigMap), mounted read-only in the gate container."""
+GATE_REPORT_MARK = "scriptrun-gate-report "
+"""The gate container's one log line that carries the full report: this mark, then JSON
+{"sarif": ..., "sbom": ...}; the operator keeps it in the run's owned ConfigMap."""
+GATE_EXIT_BLOCKED = 3
+"""The gate container's exit code when a gate blocks the run (its summary says why)."""
+
 
 def script_env(*, outputs_dir: str, attempt: int) -> dict[str, str]:
     """What the script finds in its environment, in a pod and locally (in this order)."""
