@@ -139,7 +139,11 @@ def test_gate_names_are_unique_and_dns_labels() -> None:
 
 # -- scriptrun run: the same gates locally, and --junit ----------------------------------------------
 
-GREEDY = "buf = bytearray(64 * 1024 * 1024)\nfor i in range(0, len(buf), 4096):\n    buf[i] = 1\n"
+# resident for a while: the sampler sees the peak however busy the machine is
+GREEDY = (
+    "import time\nbuf = bytearray(64 * 1024 * 1024)\n"
+    "for i in range(0, len(buf), 4096):\n    buf[i] = 1\ntime.sleep(1)\n"
+)
 
 
 def test_locally_a_gate_blocks_the_bad_run_and_passes_the_clean_one(tmp_path: Path) -> None:
@@ -201,3 +205,73 @@ def test_a_workflow_junit_has_a_case_per_task_gate(tmp_path: Path) -> None:
         ("wf.greedy", "gate memory", True),
     ]
     assert suite.get("failures") == "1"
+
+
+# -- spec.gates.before locally -------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "gates"
+
+
+def osv_configmap() -> dict[str, Any]:
+    data = {p.name: p.read_text() for p in sorted((FIXTURES / "osv").glob("*.json"))}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "osv"}, "data": data}
+
+
+def scanned(name: str, fixture: str, requirement: str, **extra: Any) -> dict[str, Any]:
+    before = {
+        "staticAnalysis": {},
+        "secretScan": {},
+        "dependencyScan": {"requirements": [requirement], "database": {"configMapName": "osv"}, "severity": "medium"},
+    }
+    return scriptrun(
+        {"script": {"source": (FIXTURES / fixture).read_text()}, "gates": {"before": before}, **extra}, name
+    )
+
+
+@pytest.mark.parametrize(
+    ("fixture", "requirement", "env", "blocked_by"),
+    [
+        ("shell_injection.py", "requests==2.32.3", None, "staticAnalysis"),
+        ("aws_key.py", "requests==2.32.3", None, "secretScan"),
+        ("clean.py", "requests==2.32.3", "AKIAIOSFODNN7EXAMPLE", "secretScan"),
+        ("clean.py", "requests==2.19.1", None, "dependencyScan"),
+    ],
+)
+def test_locally_each_before_gate_blocks_its_bad_fixture(
+    tmp_path: Path, fixture: str, requirement: str, env: str | None, blocked_by: str
+) -> None:
+    extra = {"env": [{"name": "KEY", "value": env}]} if env else {}
+    doc = scanned("bad", fixture, requirement, **extra)
+    sarif, junit = tmp_path / "bad.sarif", tmp_path / "bad.xml"
+    proc = run_cli(
+        tmp_path, [osv_configmap(), doc], "-o", "json", "--no-cost", "--sarif", str(sarif), "--junit", str(junit)
+    )
+    assert proc.returncode == 1, proc.stderr
+    status = json.loads(proc.stdout)["status"]
+    assert status["phase"] == "Failed" and status["message"].startswith(f"gate {blocked_by}: ")
+    assert {c["type"]: c["reason"] for c in status["conditions"]}["Failed"] == "GateFailed"
+    assert status["attempts"][0]["reason"] == "GateFailed" and "usage" not in status  # the script never ran
+    assert {g["name"]: g["result"] for g in status["gates"]}[blocked_by] == "Failed"
+    # the spec (echoed by -o json) holds what the user wrote; nothing scriptrun says repeats it
+    everything = json.dumps(status) + proc.stderr + sarif.read_text() + junit.read_text()
+    assert "AKIAIOSFODNN7EXAMPLE" not in everything
+    cases = {c.get("name"): c for c in ET.parse(junit).getroot().findall("testcase")}
+    assert cases[f"gate {blocked_by}"].find("failure") is not None
+
+
+def test_locally_the_clean_fixture_passes_every_before_gate_and_runs(tmp_path: Path) -> None:
+    doc = scanned("clean", "clean.py", "requests==2.32.3")
+    sbom = tmp_path / "clean.cdx.json"
+    proc = run_cli(tmp_path, [osv_configmap(), doc], "-o", "json", "--no-cost", "--sbom", str(sbom))
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)["status"]
+    assert [g["result"] for g in status["gates"]] == ["Passed", "Passed", "Passed"]
+    assert status["usage"]["exitCode"] == 0
+    assert json.loads(sbom.read_text())["components"][0]["purl"] == "pkg:pypi/requests@2.32.3"
+
+
+def test_locally_a_missing_database_configmap_blocks_with_its_name(tmp_path: Path) -> None:
+    proc = run_cli(tmp_path, scanned("nodb", "clean.py", "requests==2.32.3"), "-o", "json", "--no-cost")
+    assert proc.returncode == 1
+    message = json.loads(proc.stdout)["status"]["message"]
+    assert message.startswith("gate dependencyScan: ConfigMap 'osv' (dependencyScan.database) not found")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from scriptrun.model.gates import StaticAnalysis
@@ -13,19 +14,21 @@ GATE = "staticAnalysis"
 
 def scan(script: Path | None, config: StaticAnalysis, shown_as: str) -> ScanOutcome:
     """Bandit's findings in `script`, which reports call `shown_as` (e.g. main.py)."""
-    import bandit
-    from bandit.core import config as bandit_config
-    from bandit.core import manager
+    with warnings.catch_warnings():  # Bandit 1.9 passes stevedore an argument stevedore 5.10 deprecates
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import bandit
+        from bandit.core import config as bandit_config
+        from bandit.core import manager
 
-    tool = Tool("bandit", bandit.__version__, "https://bandit.readthedocs.io/")
-    if script is None:
-        return ScanOutcome(GATE, tool, error="no script file to analyse (spec.script.command)")
-    logging.getLogger("bandit").setLevel(logging.ERROR)  # it logs progress at INFO on the root logger's handlers
-    conf = bandit_config.BanditConfig()
-    profile = {"exclude": list(config.skip or []), "include": []}
-    mgr = manager.BanditManager(conf, "file", quiet=True, profile=profile)
-    mgr.discover_files([str(script)])
-    mgr.run_tests()
+        tool = Tool("bandit", bandit.__version__, "https://bandit.readthedocs.io/")
+        if script is None:
+            return ScanOutcome(GATE, tool, error="no script file to analyse (spec.script.command)")
+        logging.getLogger("bandit").setLevel(logging.ERROR)  # it logs progress at INFO
+        conf = bandit_config.BanditConfig()
+        profile = {"exclude": list(config.skip or []), "include": []}
+        mgr = manager.BanditManager(conf, "file", quiet=True, profile=profile)
+        mgr.discover_files([str(script)])
+        mgr.run_tests()
     if mgr.skipped:  # a file Bandit could not parse: say why, never pass it unread
         _, reason = mgr.skipped[0]
         return ScanOutcome(GATE, tool, error=f"{shown_as}: {reason}")
