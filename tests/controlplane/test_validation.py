@@ -44,6 +44,17 @@ ROOT = Path(__file__).resolve().parents[2]
         ),
         ({"nosuchfield": 1}, 'unknown field "spec.nosuchfield"'),
         ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory in body should match"),
+        (
+            {"gates": {"after": [{"name": "m", "expression": "true"}, {"name": "m", "expression": "false"}]}},
+            'spec.gates.after[1]: Duplicate value: map[string]interface {}{"name":"m"}',
+        ),
+        ({"gates": {"after": [{"name": "m", "expression": "true", "action": "Page"}]}}, "spec.gates.after[0].action"),
+        ({"gates": {"before": {"secretScan": {"severity": "urgent"}}}}, "spec.gates.before.secretScan.severity"),
+        ({"gates": {"before": {"staticAnalysis": {"skip": ["rm -rf"]}}}}, "spec.gates.before.staticAnalysis.skip[0]"),
+        (
+            {"gates": {"before": {"dependencyScan": {"requirements": ["requests==2.19.1"]}}}},
+            "spec.gates.before.dependencyScan.database: Required value",
+        ),
     ],
     ids=[
         "source-and-command",
@@ -58,6 +69,11 @@ ROOT = Path(__file__).resolve().parents[2]
         "bad-action",
         "unknown-field",
         "bad-quantity",
+        "duplicate-gate",
+        "bad-gate-action",
+        "bad-severity",
+        "bad-bandit-id",
+        "no-osv-database",
     ],
 )
 def test_schema_refusals_name_the_field(kube: Kube, spec: dict[str, Any], expected: str) -> None:
@@ -107,6 +123,26 @@ def test_missing_configmap_fails_with_reason_and_others_proceed(kube: Kube) -> N
     assert "spec.nodeSelector" in rejected["message"]
     kube.wait_phase("good", "Succeeded")
     assert kube.list("pods", "scriptrun.dev/scriptrun=nocm") == []
+
+
+def test_a_missing_osv_database_or_an_invalid_gate_fails_before_any_pod(kube: Kube) -> None:
+    """What only the operator can detect ends as a condition with a reason, and no pod is made."""
+    scan = {"dependencyScan": {"requirements": ["requests==2.19.1"], "database": {"configMapName": "no-osv"}}}
+    kube.apply(
+        [
+            scriptrun("nodb", {"gates": {"before": scan}}),
+            scriptrun("badcel", {"gates": {"after": [{"name": "m", "expression": "usage.memoryMaxMb <"}]}}),
+        ]
+    )
+    nodb = kube.wait_phase("nodb", "Failed")
+    assert {c["type"]: c["reason"] for c in nodb["conditions"]}["Failed"] == "ConfigMapNotFound"
+    assert nodb["message"] == "ConfigMap 'no-osv' (spec.gates.before.dependencyScan.database) not found"
+    badcel = kube.wait_phase("badcel", "Failed")
+    assert {c["type"]: c["reason"] for c in badcel["conditions"]}["Failed"] == "InvalidGate"
+    assert badcel["message"].startswith("gates.after[0].expression: invalid expression 'usage.memoryMaxMb <'")
+    assert (
+        kube.list("pods", "scriptrun.dev/scriptrun=nodb") == [] == kube.list("pods", "scriptrun.dev/scriptrun=badcel")
+    )
 
 
 def test_configmap_script_runs(kube: Kube) -> None:

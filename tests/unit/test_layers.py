@@ -22,6 +22,7 @@ CONTRACTS = {
     "The local backend needs no cluster",
     "The model does no file I/O",
     "The price providers know nothing of Kubernetes, Kopf or the controllers",
+    "The scanners know nothing of Kubernetes, Kopf or the controllers",
 }
 
 

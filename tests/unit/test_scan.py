@@ -306,3 +306,29 @@ def test_the_model_refuses_bad_gate_settings() -> None:
         SecretScan(severity="urgent")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DependencyScan(requirements=[], database={"configMapName": "osv"})
+
+
+# -- the report the operator keeps: the gate container's marked log line -> an owned ConfigMap --------
+
+
+def test_the_report_line_is_found_in_the_log_and_kept_in_an_owned_configmap(tmp_path: Path) -> None:
+    from scriptrun.build.gates import REPORT_LIMIT, SARIF_KEY, SBOM_KEY, gate_report_configmap, parse_report
+    from scriptrun.model.contract import GATE_REPORT_MARK
+
+    report = run_before(ALL, name="r", script=FIXTURES / "clean.py", inputs=[], osv_dir=OSV, work=tmp_path)
+    line = GATE_REPORT_MARK + json.dumps({"sarif": report.sarif, "sbom": report.sbom})
+    log = f"gate staticAnalysis: Passed\n{line}\ngate secretScan: Passed\n"
+    parsed = parse_report(log)
+    assert parsed == {"sarif": report.sarif, "sbom": report.sbom}
+    assert parse_report("nothing here") is None and parse_report(GATE_REPORT_MARK + "{broken") is None
+    cm = gate_report_configmap(RunRef("r", "ns", "uid-1"), parsed)
+    assert cm["metadata"]["name"] == "r-gates" and cm["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert json.loads(cm["data"][SARIF_KEY]) == report.sarif and json.loads(cm["data"][SBOM_KEY]) == report.sbom
+
+    many = {"sarif": {"version": "2.1.0", "runs": [{"results": [{"message": {"text": "x" * 1000}}] * 5000}]}}
+    fitted = gate_report_configmap(RunRef("r", "ns", "u"), many)["data"][SARIF_KEY]
+    assert len(fitted.encode()) <= REPORT_LIMIT
+    run = json.loads(fitted)["runs"][0]
+    assert 0 < len(run["results"]) < 5000 and run["properties"]["scriptrun/droppedResults"] == 5000 - len(
+        run["results"]
+    )

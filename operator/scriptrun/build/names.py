@@ -39,6 +39,11 @@ def script_configmap_name(run: str) -> str:
     return fit(f"{run}-script", 253)
 
 
+def gate_report_name(run: str) -> str:
+    """The owned ConfigMap with the before-gates' SARIF and SBOM."""
+    return fit(f"{run}-gates", 253)
+
+
 LABEL_NODE = f"{API_GROUP}/node"
 ANNOTATION_RETRY = f"{API_GROUP}/retry"
 ANNOTATION_SCRIPT = f"{API_GROUP}/script"  # an inline script, for the pod's downward-API volume

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scriptrun.build import names
+from scriptrun.build.gates import gate_report_configmap, parse_report
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.build.shard import inherited
@@ -21,13 +22,15 @@ from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
-from scriptrun.engine.observe import AttemptObservation, observe_pod, pending_cause, waiting_reason
+from scriptrun.engine.gates import before_gates
+from scriptrun.engine.observe import GATE_CONTAINER, AttemptObservation, observe_pod, pending_cause, waiting_reason
 from scriptrun.engine.run import (
     Blocked,
     Decision,
     DeleteSelf,
     Refusal,
     RemoveStale,
+    RunEvent,
     RunInputs,
     StartAttempt,
     StopAttempt,
@@ -235,6 +238,7 @@ class ScriptRunController:
             outcomes = await self._apply(self._operations(decision, body, spec, trace))
         self._trace_calls(trace, outcomes)
         if decision.status.phase.terminal and not inputs.status.phase.terminal:
+            await self._keep_gate_report(body, spec, decision)
             decision.status.cost = await self.costs.cost(spec, decision.status)
             decision.events.extend(judge_budget(spec, decision.status, inputs.now, inputs.generation))
         await self._write_status(key, body, inputs.status, decision, trace)
@@ -310,8 +314,38 @@ class ScriptRunController:
         verdict = budgets.judge(budget, budgets.add_up([spent.dump() if spent else None]))
         return verdict.message if verdict.exceeded else None
 
+    async def _keep_gate_report(self, body: dict[str, Any], spec: RunTemplate, decision: Decision) -> None:
+        """The finished run's before-gate report (SARIF, SBOM), read from its last pod's gate
+        container log, kept in an owned ConfigMap named in status.gatesReport. Best effort: a log
+        that cannot be read is a Warning Event, and the verdicts in status.gates stand."""
+        attempts = decision.status.attempts
+        if before_gates(spec) is None or not attempts or attempts[-1].start_time is None:
+            return
+        meta = body["metadata"]
+        namespace, pod = meta["namespace"], attempts[-1].pod_name
+        try:
+            text = await self.kube.pod_log(namespace, pod, container=GATE_CONTAINER)
+        except Exception as err:  # the log is a bonus: never fail the run's step for it
+            text, why = None, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        else:
+            why = "the gate container left no report in its log"
+        report = parse_report(text or "")
+        if report is None:
+            decision.events.append(RunEvent("Warning", "GateReportUnavailable", f"pod {pod}: {why}"))
+            return
+        cm = gate_report_configmap(RunRef(meta["name"], namespace, meta["uid"]), report)
+        (outcome,) = await self._apply([Create(cm)])
+        if outcome.refused is None:
+            decision.status.gates_report = cm["metadata"]["name"]
+
     async def _check_inputs(self, namespace: str, spec: RunTemplate) -> Blocked | None:
         """What only the operator can see: a ConfigMap that is not there, or lacks the key."""
+        before = before_gates(spec) if getattr(spec, "script", None) else None
+        if before is not None and before.dependency_scan is not None:
+            name = before.dependency_scan.database.config_map_name
+            if await self.kube.get_configmap(namespace, name) is None:
+                where = "spec.gates.before.dependencyScan.database"
+                return Blocked("ConfigMapNotFound", f"ConfigMap {name!r} ({where}) not found")
         ref = spec.script.config_map_ref if getattr(spec, "script", None) else None
         if ref is None:
             return None

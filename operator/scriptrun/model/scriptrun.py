@@ -313,6 +313,9 @@ class ScriptRunStatus(ApiModel):
     )
     cost: RunCost | None = Field(default=None, description="What the run cost, once it has finished.")
     gates: list[GateResult] | None = Field(default=None, description="Each gate's verdict (spec.gates).")
+    gates_report: str | None = Field(
+        default=None, description="The owned ConfigMap with the before-gates' findings (SARIF) and SBOM."
+    )
 
 
 class ScriptRun(ApiModel):
