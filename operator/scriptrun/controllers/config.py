@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from scriptrun import DEFAULT_IMAGE, DEFAULT_MONITOR_IMAGE
 from scriptrun.build.shard import selector_keys
+from scriptrun.controllers.alerting import load_webhooks
 from scriptrun.controllers.heartbeat import HeartbeatConfig
 from scriptrun.controllers.peering import PeeringConfig
 
@@ -110,6 +111,7 @@ class OperatorConfig:
     workflow_workers: int = 16  # Workflow reconciles at once (0: no limit)
     watch_streaming: str = "auto"  # the initial state streamed over the watch: auto (API server >= 1.34), true, false
     malloc_trim_seconds: float = 5.0  # give freed memory back to the system this often (0: never; malloc.py)
+    alert_webhooks: tuple[tuple[str, str], ...] = ()  # spec.alerts' channels: (name, url), from a Secret's file
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -143,6 +145,7 @@ class OperatorConfig:
             workflow_workers=int(os.environ.get("SCRIPTRUN_WORKFLOW_WORKERS") or 16),
             watch_streaming=_choice("SCRIPTRUN_WATCH_STREAMING", ("auto", "true", "false")),
             malloc_trim_seconds=float(os.environ.get("SCRIPTRUN_MALLOC_TRIM_SECONDS") or 5),
+            alert_webhooks=tuple(load_webhooks(os.environ.get("SCRIPTRUN_ALERT_WEBHOOKS_FILE")).items()),
         )
 
 

@@ -16,6 +16,7 @@ from scriptrun.build.gates import gate_report_configmap, parse_report
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.build.shard import inherited
+from scriptrun.controllers.alerting import AlertNotifier
 from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, unpack, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
@@ -39,6 +40,7 @@ from scriptrun.engine.run import (
 )
 from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
+from scriptrun.model.alerts import AlertRule
 from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
 from scriptrun.telemetry.operator_metrics import OperatorMetrics
 from scriptrun.telemetry.spans import api_span, run_spans
@@ -122,6 +124,7 @@ class ScriptRunController:
         self.config = config
         self.metrics = metrics
         self.tracing = tracing
+        self.alerts = AlertNotifier(dict(config.alert_webhooks), metrics.alert_notification)
         self.costs = RunCosts(kube, price_sources(config.prices_file, config.price_providers, config.price_currency))
         self._traces: dict[Key, tuple[str, ObjectTrace | None]] = {}  # key -> (uid, its span)
         self.child_changed = child_changed
@@ -146,6 +149,7 @@ class ScriptRunController:
 
     async def close(self) -> None:
         await self.loop.close()
+        await self.alerts.close()
 
     # --- events -------------------------------------------------------------------------------
 
@@ -496,6 +500,9 @@ class ScriptRunController:
             self.metrics.finished(KIND, namespace, phase, reason or phase, seconds, workflow, task)
         if after.usage and not before.usage and after.phase.terminal:
             self.metrics.used(namespace, after.usage, workflow, task)
+        if after.alerts and not before.alerts:
+            rules = [AlertRule.model_validate(r) for r in (body.get("spec") or {}).get("alerts") or []]
+            self.alerts.fired(KIND, namespace, str(meta.get("name")), rules, after.alerts)
         if after.gates and not before.gates:
             for gate in after.gates:
                 self.metrics.gate(namespace, gate.stage, gate.result, workflow, task)

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scriptrun.engine import expressions
+from scriptrun.model.alerts import FiredAlert
 from scriptrun.model.gates import AfterGate, BeforeGates, GateResult
 from scriptrun.model.scriptrun import RunTemplate
 
 FAILED_REASON = "GateFailed"
 INVALID_REASON = "InvalidGate"
+INVALID_ALERT = "InvalidAlert"
 MESSAGE_LIMIT = 300
 _USAGE_FIELD = re.compile(r"\busage\.([A-Za-z_]\w*)")
 _NO_SUCH_KEY = re.compile(r"^cannot evaluate .*: '[A-Za-z_]\w*'$", re.S)
@@ -49,14 +51,38 @@ def before_gates(spec: RunTemplate) -> BeforeGates | None:
 
 
 def problems(spec: RunTemplate) -> list[str]:
-    """Gate expressions that do not compile, each with its field: `gates.after[0].expression: ...`."""
+    """Gate and alert expressions that do not compile, each with its field: `gates.after[0].expression: ...`."""
     out = []
-    for i, gate in enumerate(after_gates(spec)):
+    checked = [(f"gates.after[{i}]", g.expression) for i, g in enumerate(after_gates(spec))]
+    checked += [(f"alerts[{i}]", a.expression) for i, a in enumerate(getattr(spec, "alerts", None) or [])]
+    for where, expression in checked:
         try:
-            expressions.check(gate.expression)
+            expressions.check(expression)
         except expressions.ExpressionError as err:
-            out.append(f"gates.after[{i}].expression: {err}")
+            out.append(f"{where}.expression: {err}")
     return out
+
+
+def judge_alerts(
+    spec: RunTemplate, usage: Mapping[str, Any] | None, context: Mapping[str, Any], now: str
+) -> tuple[list[FiredAlert], list[str]]:
+    """spec.alerts over a finished run's usage: those that fire, and why any could not be judged.
+    No usage (the monitor off, or no summary): nothing to judge, nothing fires."""
+    rules = getattr(spec, "alerts", None) or []
+    if not rules or _missing_usage(usage) is not None:
+        return [], []
+    variables = {"usage": dict(usage or {}), **context}
+    fired, errors = [], []
+    for rule in rules:
+        try:
+            firing = expressions.evaluate_bool(rule.expression, variables)
+        except expressions.ExpressionError as err:
+            errors.append(f"alert {rule.name}: {err}"[:MESSAGE_LIMIT])
+            continue
+        if firing:
+            text = f"{rule.message or rule.expression}{_measured(rule.expression, variables)}"[:MESSAGE_LIMIT]
+            fired.append(FiredAlert(name=rule.name, severity=rule.severity, message=text, fired_at=now))
+    return fired, errors
 
 
 @dataclass

@@ -524,7 +524,8 @@ def _next_phase(
     if inp.blocked is not None and (last is None or last.phase.terminal):
         return _Outcome(RunPhase.FAILED, inp.blocked.message, inp.blocked.reason)
     if last is None and (invalid := gate_rules.problems(inp.spec)):
-        return _Outcome(RunPhase.FAILED, "; ".join(invalid)[:MESSAGE_LIMIT], gate_rules.INVALID_REASON)
+        reason = gate_rules.INVALID_REASON if invalid[0].startswith("gates.") else gate_rules.INVALID_ALERT
+        return _Outcome(RunPhase.FAILED, "; ".join(invalid)[:MESSAGE_LIMIT], reason)
     if last is None:
         # the same message the next reconcile computes for a pending attempt: one status write, not two
         decision.actions.append(StartAttempt(1))
@@ -639,3 +640,12 @@ def _complete(decision: Decision, inp: RunInputs, outcome: _Outcome, usage: dict
     if usage is not None:
         _set_usage(new, usage)
     decision.events.append(RunEvent("Normal" if ok else "Warning", reason, message))
+    last = new.attempts[-1] if new.attempts else None
+    context = {"exitCode": (last.exit_code if last else None) or 0, "attempt": last.attempt if last else 0}
+    fired, errors = gate_rules.judge_alerts(inp.spec, new.usage, {**context, "phase": new.phase.value}, clock.fmt(now))
+    if fired:
+        new.alerts = fired
+    for alert in fired:
+        decision.events.append(RunEvent("Warning", "AlertFiring", f"[{alert.severity}] {alert.name}: {alert.message}"))
+    for error in errors:
+        decision.events.append(RunEvent("Warning", "AlertError", error))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from scriptrun import API_GROUP, API_VERSION
+from scriptrun.model.alerts import MAX_ALERTS, AlertRule, FiredAlert
 from scriptrun.model.common import (
     MAX_SECONDS,
     ApiModel,
@@ -174,6 +175,12 @@ class RunTemplate(ApiModel):
     priority_class_name: str | None = None
     pod_metadata: PodMetadata | None = None
     gates: Gates | None = Field(default=None, description="Policy gates: checks the run must pass (docs/gates.md).")
+    alerts: list[AlertRule] | None = Field(
+        default=None,
+        max_length=MAX_ALERTS,
+        description="Alert rules over the finished run's usage: an Event, and webhooks (docs/gates.md).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
 
 
 class Budget(ApiModel):
@@ -313,6 +320,7 @@ class ScriptRunStatus(ApiModel):
     )
     cost: RunCost | None = Field(default=None, description="What the run cost, once it has finished.")
     gates: list[GateResult] | None = Field(default=None, description="Each gate's verdict (spec.gates).")
+    alerts: list[FiredAlert] | None = Field(default=None, description="The alerts that fired on this run.")
     gates_report: str | None = Field(
         default=None, description="The owned ConfigMap with the before-gates' findings (SARIF) and SBOM."
     )

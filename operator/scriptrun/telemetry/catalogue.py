@@ -140,6 +140,14 @@ GATES = MetricSpec(
     "(Passed, Failed, Warned, Error).",
     ("namespace", "stage", "result", "workflow", "task"),
 )
+ALERT_NOTIFICATIONS = MetricSpec(
+    "scriptrun_alert_notifications_total",
+    "counter",
+    "",
+    "Webhook messages for fired alerts (spec.alerts), by namespace, channel and outcome (sent, suppressed: "
+    "within the de-duplication window, failed, unknown-channel).",
+    ("namespace", "channel", "outcome"),
+)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     RECONCILES,
@@ -157,4 +165,5 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     COST,
     BUDGET_EXCEEDED,
     GATES,
+    ALERT_NOTIFICATIONS,
 )

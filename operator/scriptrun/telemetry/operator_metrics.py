@@ -59,6 +59,7 @@ class OperatorMetrics:
         self._cost = _counter(c.COST, r)
         self._budget_exceeded = _counter(c.BUDGET_EXCEEDED, r)
         self._gates = _counter(c.GATES, r)
+        self._alert_notifications = _counter(c.ALERT_NOTIFICATIONS, r)
         self._objects = _Objects()
         r.register(self._objects)
 
@@ -136,6 +137,9 @@ class OperatorMetrics:
 
     def budget_exceeded(self, kind: str, namespace: str, action: str) -> None:
         self._budget_exceeded.labels(kind, namespace, action).inc()
+
+    def alert_notification(self, namespace: str, channel: str, outcome: str) -> None:
+        self._alert_notifications.labels(namespace, channel, outcome).inc()
 
     def gate(self, namespace: str, stage: str, result: str, workflow: str = "", task: str = "") -> None:
         """One gate's verdict, once it is in the run's status."""
