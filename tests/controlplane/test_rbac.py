@@ -50,6 +50,8 @@ NODE = "rbac-m5"  # a kwok node shaped like an AWS m5.large: the cost path reads
 TAINT = {"key": "scriptrun.dev/rbac-test", "value": "true", "effect": "NoSchedule"}
 LARGE = {"script": {"source": "# " + "x" * 40_000 + "\nprint('hi')\n"}}  # over the in-pod limit: a ConfigMap
 NO_BACKOFF = {"durationSeconds": 0}
+HISTORY = {"regression": {"key": "rbac-history", "minRuns": 3}}  # its history ConfigMap: created, then replaced
+MEASURED = json.dumps({"executionTimeSeconds": 2.0, "memoryMaxMb": 30.0})
 # test speed over the chart's defaults (ChartOperator also gives each start a free metrics port, and a
 # price table for the cost path: the chart would mount cost.prices as a file)
 FAST = {"SCRIPTRUN_HEARTBEAT_SECONDS": "1", "SCRIPTRUN_DEADLINE_GRACE_SECONDS": "1", "SCRIPTRUN_RESYNC_SECONDS": "15"}
@@ -364,6 +366,8 @@ def every_kind_of_run() -> list[dict[str, Any]]:
         scriptrun("held", {}, {EXIT: "0"}),  # its pod's name taken by a pod it does not own
         scriptrun("priced", pinned, {EXIT: "0"}),
         scriptrun("restart", {}),  # finishes while the operator is down
+        scriptrun("hist-1", HISTORY, {EXIT: "0", MONITOR: MEASURED}),
+        scriptrun("hist-2", HISTORY, {EXIT: "0", MONITOR: MEASURED}),
         etl(),
         workflow("tidy", [task("a")], ttlStrategy={"secondsAfterCompletion": 0}),
         workflow("killme", [task("slow", None), task("next", dependencies=["slow"])]),
@@ -480,6 +484,10 @@ def test_chart_rbac_is_enough_to_run_the_operator(
     assert (ns.get("pod", "held-a1") or {})["metadata"]["ownerReferences"][0]["name"] == "held"
     cost = ns.wait_phase("priced", "Succeeded").get("cost") or {}
     assert cost.get("source") == "static", cost  # the node's instance type was read
+    ns.wait_phase("hist-1", "Succeeded")
+    ns.wait_phase("hist-2", "Succeeded")
+    history = json.loads((ns.get("configmap", "scriptrun-history-rbac-history") or {})["data"]["history.json"])
+    assert sorted(r["name"] for r in history["runs"]) == ["hist-1", "hist-2"]
 
     # Workflows: outputs passed along and pods collected; expired; terminated; retried; deleted
     st = wait_wf(ns, "etl", "Succeeded")

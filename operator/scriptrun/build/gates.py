@@ -1,4 +1,5 @@
-"""The before-gates' full report -> the run's owned ConfigMap (`<run>-gates`). Pure.
+"""The before-gates' full report -> the run's owned ConfigMap (`<run>-gates`); a regression key's
+history ConfigMap. Pure.
 
 The gate container prints it as one marked log line (model.contract.GATE_REPORT_MARK); the operator
 reads that line once the run has finished and keeps it here: `results.sarif` (SARIF 2.1.0) and, with a
@@ -12,6 +13,7 @@ from typing import Any
 
 from scriptrun.build import names
 from scriptrun.build.pod import RunRef, base_labels
+from scriptrun.engine.regression import HISTORY_DATA_KEY
 from scriptrun.model.contract import GATE_REPORT_MARK
 
 REPORT_LIMIT = 900 * 1024
@@ -47,6 +49,21 @@ def _fitted(sarif: dict[str, Any]) -> str:
             runs.append({**run, "results": results[:keep], **({"properties": props} if props else {})})
         text = json.dumps({**sarif, "runs": runs}, separators=(",", ":"))
     return text
+
+
+def history_configmap(namespace: str, name: str, key: str, history: str) -> dict[str, Any]:
+    """A regression key's history (spec.regression): owned by no run, since it outlives them; labelled
+    so `kubectl get cm -l scriptrun.dev/history` lists them, and removed by hand."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_HISTORY: names.label_value(key)},
+        },
+        "data": {HISTORY_DATA_KEY: history},
+    }
 
 
 def gate_report_configmap(run: RunRef, report: dict[str, Any]) -> dict[str, Any]:

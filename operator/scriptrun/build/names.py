@@ -12,6 +12,7 @@ LABEL_SCRIPTRUN = f"{API_GROUP}/scriptrun"
 LABEL_ATTEMPT = f"{API_GROUP}/attempt"
 LABEL_WORKFLOW = f"{API_GROUP}/workflow"
 LABEL_TASK = f"{API_GROUP}/task"
+LABEL_HISTORY = f"{API_GROUP}/history"  # a regression history ConfigMap's key
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "scriptrun"
 
@@ -37,6 +38,11 @@ def pod_name(run: str, attempt: int) -> str:
 
 def script_configmap_name(run: str) -> str:
     return fit(f"{run}-script", 253)
+
+
+def history_name(key: str) -> str:
+    """The ConfigMap with a regression key's history of runs (spec.regression)."""
+    return fit(f"scriptrun-history-{key}", 253)
 
 
 def gate_report_name(run: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scriptrun.build import names
-from scriptrun.build.gates import gate_report_configmap, parse_report
+from scriptrun.build.gates import gate_report_configmap, history_configmap, parse_report
 from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.build.shard import inherited
@@ -23,8 +23,10 @@ from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
 from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
+from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.gates import before_gates
 from scriptrun.engine.observe import GATE_CONTAINER, AttemptObservation, observe_pod, pending_cause, waiting_reason
+from scriptrun.engine.regression import CONDITION, HISTORY_DATA_KEY, History, describe, history_key, judge, measured
 from scriptrun.engine.run import (
     Blocked,
     Decision,
@@ -41,7 +43,7 @@ from scriptrun.engine.run import (
 from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
 from scriptrun.model.alerts import AlertRule
-from scriptrun.model.scriptrun import MonitorSpec, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
+from scriptrun.model.scriptrun import MonitorSpec, RunPhase, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
 from scriptrun.telemetry.operator_metrics import OperatorMetrics
 from scriptrun.telemetry.spans import api_span, run_spans
 from scriptrun.telemetry.trace_context import ObjectTrace, attempt_context
@@ -79,6 +81,7 @@ def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
 
 POD_STATUS_KEPT = ("phase", "reason", "message", "conditions", "startTime")
 CONTAINER_STATUS_KEPT = ("name", "state", "lastState", "restartCount")
+HISTORY_WRITES = 8  # tries to record a run in its regression history (optimistic: read, replace at that version)
 
 
 def _pod_status(status: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +246,7 @@ class ScriptRunController:
         self._trace_calls(trace, outcomes)
         if decision.status.phase.terminal and not inputs.status.phase.terminal:
             await self._keep_gate_report(body, spec, decision)
+            await self._compare_with_history(body, spec, decision, inputs)
             decision.status.cost = await self.costs.cost(spec, decision.status)
             decision.events.extend(judge_budget(spec, decision.status, inputs.now, inputs.generation))
         await self._write_status(key, body, inputs.status, decision, trace)
@@ -341,6 +345,60 @@ class ScriptRunController:
         (outcome,) = await self._apply([Create(cm)])
         if outcome.refused is None:
             decision.status.gates_report = cm["metadata"]["name"]
+
+    async def _compare_with_history(
+        self, body: dict[str, Any], spec: RunTemplate, decision: Decision, inputs: RunInputs
+    ) -> None:
+        """spec.regression: a successful run's usage against its key's history (a ConfigMap per key,
+        not owned by any run: it outlives them), then recorded in it. The Regressed condition, a
+        Warning Event and scriptrun_regressions_total when a field regressed."""
+        check = getattr(spec, "regression", None)
+        status = decision.status
+        values = measured(check, status.usage) if check is not None else {}
+        if check is None or status.phase != RunPhase.SUCCEEDED or not values:
+            return
+        meta = body["metadata"]
+        labels = meta.get("labels") or {}
+        key = history_key(
+            check,
+            name=meta["name"],
+            generate_name=meta.get("generateName"),
+            workflow=labels.get(names.LABEL_WORKFLOW),
+            task=labels.get(names.LABEL_TASK),
+        )
+        namespace, uid, cm_name = meta["namespace"], str(meta.get("uid")), names.history_name(key)
+        for _ in range(HISTORY_WRITES):  # a run of the same key finishing at once wrote first: read again
+            cm = await self.kube.get_configmap(namespace, cm_name)
+            history = History.parse(key, ((cm or {}).get("data") or {}).get(HISTORY_DATA_KEY))
+            found = judge(check, values, history.without(uid))
+            updated = history.recorded(uid, meta["name"], clock.fmt(inputs.now), values, check.history)
+            if cm is None:
+                written = await self.kube.create_configmap(history_configmap(namespace, cm_name, key, updated.dump()))
+            else:
+                cm["data"] = {**(cm.get("data") or {}), HISTORY_DATA_KEY: updated.dump()}
+                written = await self.kube.replace_configmap(cm)
+            if written:
+                break
+        else:
+            log.warning(
+                "regression history %s/%s: not recorded, %d writers in a row got there first",
+                namespace,
+                cm_name,
+                HISTORY_WRITES,
+            )
+        status.regressions = found
+        regressed = [r for r in found or [] if r.regressed]
+        if found is None:
+            reason, message = "TooFewRuns", f"fewer than {check.min_runs} runs in the history of {key}"
+        elif regressed:
+            reason, message = "Regressed", f"{key}: {describe(regressed)}"
+        else:
+            reason, message = "WithinHistory", f"within the history of {key} ({found[0].runs} runs)"
+        set_condition(status.conditions, CONDITION, bool(regressed), reason, message, inputs.now, inputs.generation)
+        if regressed:
+            decision.events.append(RunEvent("Warning", "Regressed", message))
+            for r in regressed:
+                self.metrics.regressed(namespace, r.field)
 
     async def _check_inputs(self, namespace: str, spec: RunTemplate) -> Blocked | None:
         """What only the operator can see: a ConfigMap that is not there, or lacks the key."""

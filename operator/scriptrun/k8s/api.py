@@ -121,6 +121,27 @@ class Kube:
         """Create a ConfigMap; True if created, False if it already existed."""
         return await self._create_raw(self.core.create_namespaced_config_map, cm["metadata"]["namespace"], cm)
 
+    async def replace_configmap(self, cm: dict[str, Any]) -> bool:
+        """Replace a ConfigMap at the resourceVersion its metadata carries: True if replaced, False if
+        someone changed it since (409 Conflict: read it again) or it is gone."""
+        meta = cm["metadata"]
+        call: Any = self.core.replace_namespaced_config_map  # the raw response, as in _create_raw
+
+        async def once() -> bool:
+            resp = await call(meta["name"], meta["namespace"], cm, _preload_content=False)
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            if 200 <= resp.status < 300:
+                return True
+            raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+
+        try:
+            return await self._call(once)
+        except (errors.Conflict, NotFound):
+            return False
+
     async def create_custom(self, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create one of our objects; the created object, or None if it already existed (409)."""
         return await self._create_custom(plural, body["metadata"]["namespace"], body)

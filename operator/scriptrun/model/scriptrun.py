@@ -23,6 +23,7 @@ from scriptrun.model.common import (
     cel,
 )
 from scriptrun.model.gates import GateResult, Gates
+from scriptrun.model.regression import Regression, RegressionCheck
 
 
 class RunPhase(StrEnum):
@@ -175,6 +176,9 @@ class RunTemplate(ApiModel):
     priority_class_name: str | None = None
     pod_metadata: PodMetadata | None = None
     gates: Gates | None = Field(default=None, description="Policy gates: checks the run must pass (docs/gates.md).")
+    regression: RegressionCheck | None = Field(
+        default=None, description="Compare each successful run's duration and memory with its history (docs/gates.md)."
+    )
     alerts: list[AlertRule] | None = Field(
         default=None,
         max_length=MAX_ALERTS,
@@ -321,6 +325,9 @@ class ScriptRunStatus(ApiModel):
     cost: RunCost | None = Field(default=None, description="What the run cost, once it has finished.")
     gates: list[GateResult] | None = Field(default=None, description="Each gate's verdict (spec.gates).")
     alerts: list[FiredAlert] | None = Field(default=None, description="The alerts that fired on this run.")
+    regressions: list[Regression] | None = Field(
+        default=None, description="The run compared with its history (spec.regression), one entry per field."
+    )
     gates_report: str | None = Field(
         default=None, description="The owned ConfigMap with the before-gates' findings (SARIF) and SBOM."
     )

@@ -148,6 +148,14 @@ ALERT_NOTIFICATIONS = MetricSpec(
     "within the de-duplication window, failed, unknown-channel).",
     ("namespace", "channel", "outcome"),
 )
+REGRESSIONS = MetricSpec(
+    "scriptrun_regressions_total",
+    "counter",
+    "",
+    "Successful runs that regressed against their history (spec.regression), by namespace and field "
+    "(executionTimeSeconds, memoryMaxMb...).",
+    ("namespace", "field"),
+)
 
 CATALOGUE: tuple[MetricSpec, ...] = (
     RECONCILES,
@@ -166,4 +174,5 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     BUDGET_EXCEEDED,
     GATES,
     ALERT_NOTIFICATIONS,
+    REGRESSIONS,
 )

@@ -60,6 +60,7 @@ class OperatorMetrics:
         self._budget_exceeded = _counter(c.BUDGET_EXCEEDED, r)
         self._gates = _counter(c.GATES, r)
         self._alert_notifications = _counter(c.ALERT_NOTIFICATIONS, r)
+        self._regressions = _counter(c.REGRESSIONS, r)
         self._objects = _Objects()
         r.register(self._objects)
 
@@ -137,6 +138,9 @@ class OperatorMetrics:
 
     def budget_exceeded(self, kind: str, namespace: str, action: str) -> None:
         self._budget_exceeded.labels(kind, namespace, action).inc()
+
+    def regressed(self, namespace: str, field: str) -> None:
+        self._regressions.labels(namespace, field).inc()
 
     def alert_notification(self, namespace: str, channel: str, outcome: str) -> None:
         self._alert_notifications.labels(namespace, channel, outcome).inc()
