@@ -238,6 +238,28 @@ def _run_workflow(
     return 0 if final.status.phase == "Succeeded" else 1
 
 
+def _cmd_prometheus_rule(args: argparse.Namespace) -> int:
+    """The manifest's spec.alerts as a PrometheusRule on stdout; what does not translate on stderr."""
+    import yaml
+
+    from scriptrun.local.manifest import ManifestError, load
+    from scriptrun.telemetry.alert_rules import prometheus_rule
+
+    try:
+        manifest = load(Path(args.file))
+    except ManifestError as err:
+        print("\n".join(err.lines(args.file)), file=sys.stderr)
+        return 2
+    rule, skipped = prometheus_rule(manifest.obj.kind, manifest.obj)
+    for why in skipped:
+        print(f"not translated: {why}", file=sys.stderr)
+    if rule is None:
+        print(f"error: {args.file}: no alert translates to PromQL", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(rule, sort_keys=False), end="")
+    return 0
+
+
 def _cmd_gate(args: argparse.Namespace) -> int:
     from scriptrun.scan.command import main as gate_main
 
@@ -298,6 +320,10 @@ def parser() -> argparse.ArgumentParser:
     mon.add_argument("--exit-when-done", action="store_true", help="exit after the summary (default: on SIGTERM)")
     mon.add_argument("--start-timeout", type=float, default=None, help="give up waiting for the script after N s")
     mon.set_defaults(func=_cmd_monitor)
+
+    rule = sub.add_parser("prometheus-rule", help="print a manifest's spec.alerts as a PrometheusRule (PromQL)")
+    rule.add_argument("file")
+    rule.set_defaults(func=_cmd_prometheus_rule)
 
     gate = sub.add_parser("gate", help="the before-gates (runs inside a run pod, configured by $SCRIPTRUN_GATES)")
     gate.add_argument("--script", default=None, help="the script file (none for script.command)")

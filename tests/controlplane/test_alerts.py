@@ -5,15 +5,19 @@ window, counted in scriptrun_alert_notifications_total."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube, scriptrun
 from tests.support.operator import OperatorProcess, namespace, own_operator
+from tests.support.prometheus import tools
 from tests.support.webhook import Receiver
 
 EXIT = "test.scriptrun.dev/exit-code"
@@ -93,3 +97,60 @@ def test_a_zero_window_sends_every_firing_and_an_unknown_channel_is_counted(
         )
 
     assert count("noisy", "sent") == 3 and count("nowhere", "unknown-channel") == 3
+
+
+def test_the_prometheus_rule_fires_on_the_sidecar_series_in_promtool(tmp_path: Path) -> None:
+    """`scriptrun prometheus-rule`'s PromQL, run by Prometheus' own rule tester over series shaped
+    as the monitor sidecar serves them: it fires for the hungry run only."""
+    from scriptrun.local.manifest import parse
+    from scriptrun.telemetry.alert_rules import prometheus_rule
+
+    manifest = alerted("hungry", HUNGRY)
+    manifest["metadata"]["namespace"] = "ns"
+    rule, skipped = prometheus_rule("ScriptRun", parse(yaml.safe_dump(manifest)).obj)
+    assert rule is not None and skipped == []
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rule["spec"]))
+
+    def series(metric: str, run: str, value: float) -> dict[str, str]:
+        labels = f'namespace="ns", scriptrun="{run}", job="scriptrun-runs", instance="10.0.0.1:9090"'
+        return {"series": f"{metric}{{{labels}}}", "values": f"{value}x10"}
+
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("scriptrun_run_cpu_max_cores", "hungry", 0.975),
+                    series("scriptrun_run_memory_rss_max_bytes", "hungry", 2048 * 1024 * 1024),
+                    series("scriptrun_run_cpu_max_cores", "other", 0.975),  # another run: not selected
+                    series("scriptrun_run_memory_rss_max_bytes", "other", 2048 * 1024 * 1024),
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "5m",
+                        "alertname": "hungry",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "namespace": "ns",
+                                    "scriptrun": "hungry",
+                                    "job": "scriptrun-runs",
+                                    "instance": "10.0.0.1:9090",
+                                },
+                                "exp_annotations": {"summary": "hungry on ScriptRun ns/hungry", "description": RULE},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests))
+    _, promtool = tools()
+    check = subprocess.run([promtool, "check", "rules", "rules.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    proc = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -121,3 +121,47 @@ def test_the_payload_is_slack_shaped() -> None:
     payload = slack_payload("ScriptRun", "ns", "r", fired())
     assert payload["text"] == "[warning] hungry on ScriptRun ns/r: too much"
     assert payload["attachments"][0]["color"] == "#daa038"
+
+
+# -- the same rules as a PrometheusRule (scriptrun prometheus-rule) ---------------------------------
+
+
+def test_rules_translate_to_promql_over_the_sidecar_series() -> None:
+    from scriptrun.telemetry.alert_rules import NotTranslatable, promql
+
+    sel = 'namespace="ns", scriptrun="r"'
+    assert promql("usage.cpuMaxPercent > 85 && usage.memoryMaxMb > 1024", sel) == (
+        f"scriptrun_run_cpu_max_cores{{{sel}}} > 0.85 and scriptrun_run_memory_rss_max_bytes{{{sel}}} > 1073741824"
+    )
+    assert promql("3600 < usage.executionTimeSeconds || usage.numFdsMax >= 1000", sel) == (
+        f"scriptrun_run_execution_seconds{{{sel}}} > 3600 or scriptrun_run_open_fds_max{{{sel}}} >= 1000"
+    )
+    for untranslatable in ("exitCode != 0", "(usage.memoryMaxMb > 1)", "usage.memoryUssMaxMb > 1", "usage.x > 1"):
+        with pytest.raises(NotTranslatable):
+            promql(untranslatable, sel)
+
+
+def test_prometheus_rule_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    manifest = {
+        "apiVersion": "scriptrun.dev/v1alpha1",
+        "kind": "ScriptRun",
+        "metadata": {"name": "r", "namespace": "ns"},
+        "spec": {"script": {"source": "1"}, "alerts": [RULE, {**RULE, "name": "odd", "expression": "exitCode != 0"}]},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    proc = subprocess.run(
+        [sys.executable, "-m", "scriptrun", "prometheus-rule", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    rule = yaml.safe_load(proc.stdout)
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    (group,) = rule["spec"]["groups"]
+    (only,) = group["rules"]
+    assert only["alert"] == "hungry" and only["labels"]["severity"] == "critical"
+    assert "not translated: r: alert odd:" in proc.stderr
