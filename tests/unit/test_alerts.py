@@ -165,3 +165,14 @@ def test_prometheus_rule_command(tmp_path: Path) -> None:
     (only,) = group["rules"]
     assert only["alert"] == "hungry" and only["labels"]["severity"] == "critical"
     assert "not translated: r: alert odd:" in proc.stderr
+
+
+def test_locally_channels_and_the_regression_check_are_named_as_ignored() -> None:
+    from scriptrun.local.ignored import warnings
+
+    spec = ScriptRunSpec.model_validate(
+        {"script": {"source": "1"}, "alerts": [{**RULE, "channels": ["team"]}], "regression": {"key": "k"}}
+    )
+    found = warnings(spec, {})
+    assert "spec.alerts[0].channels is ignored locally: webhooks are the operator's" in " ".join(found)
+    assert "spec.regression is ignored locally: no history is kept locally: no verdict" in found

@@ -27,6 +27,7 @@ WHY = {
     "securityContext": "the script runs as the user running scriptrun",
     "containerSecurityContext": "the script runs as the user running scriptrun",
     "podMetadata": "there is no pod",
+    "regression": "no history is kept locally: no verdict",
 }
 
 
@@ -55,6 +56,9 @@ def _template_warnings(template: RunTemplate, configmaps: dict[str, dict[str, An
         if value in (None, {}, []) or (field == "automountServiceAccountToken" and value is False):
             continue
         yield field, why
+    for i, alert in enumerate(wire.get("alerts") or []):
+        if alert.get("channels"):
+            yield f"alerts[{i}].channels", "webhooks are the operator's: locally an alert is an AlertFiring line only"
     for i, source in enumerate(wire.get("envFrom") or []):
         if (reason := _secret_or_missing(source, configmaps)) is not None:
             yield f"envFrom[{i}]", f"{reason}; its variables are not set"
