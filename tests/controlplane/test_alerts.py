@@ -50,9 +50,9 @@ def ns(cluster: ControlPlane, alerting: OperatorProcess) -> Iterator[Kube]:
     yield from namespace(cluster, alerting)
 
 
-def alerted(name: str, usage: dict[str, Any], **rule: Any) -> dict[str, Any]:
+def alerted(run: str, usage: dict[str, Any], **rule: Any) -> dict[str, Any]:
     alert = {"name": "hungry", "expression": RULE, "severity": "critical", "channels": ["team"], **rule}
-    return scriptrun(name, {"alerts": [alert]}, {EXIT: "0", MONITOR: json.dumps(usage)})
+    return scriptrun(run, {"alerts": [alert]}, {EXIT: "0", MONITOR: json.dumps(usage)})
 
 
 def test_one_webhook_message_per_window_and_an_event_on_every_run(ns: Kube, receiver: Receiver) -> None:

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory in body should match"),
         (
             {"gates": {"after": [{"name": "m", "expression": "true"}, {"name": "m", "expression": "false"}]}},
-            'spec.gates.after[1]: Duplicate value: map[string]interface {}{"name":"m"}',
+            'spec.gates.after[1]: Duplicate value: {"name":"m"}',
         ),
         ({"gates": {"after": [{"name": "m", "expression": "true", "action": "Page"}]}}, "spec.gates.after[0].action"),
         ({"gates": {"before": {"secretScan": {"severity": "urgent"}}}}, "spec.gates.before.secretScan.severity"),

@@ -82,7 +82,7 @@ def judge(check: RegressionCheck, values: Mapping[str, float], history: History)
         if len(past) < check.min_runs:
             return None
         median = statistics.median(past)
-        mad = statistics.median(abs(v - median) for v in past)
+        mad = round(statistics.median(abs(v - median) for v in past), 9)  # 0.1, not 0.09999999999999987
         ceiling = median + check.tolerance * MAD_TO_SIGMA * mad
         regressed = value > ceiling and value >= median * (1 + check.min_increase_percent / 100)
         out.append(Regression(field=field, value=value, median=median, mad=mad, runs=len(past), regressed=regressed))
