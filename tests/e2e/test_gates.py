@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ def test_a_gate_blocks_the_greedy_run_and_passes_the_small_one(kube: Kube) -> No
 FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "fixtures" / "gates"
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PLANTED = "planted-secret-value-7f3a91c2"
+USES_SECRET = """
+import hashlib, os
+token = os.environ["TOKEN"]
+digest = hashlib.sha256(token.encode()).hexdigest()
+open(os.path.join(os.environ["SCRIPTRUN_OUTPUTS"], "token-sha256"), "w").write(digest)
+"""
 
 
 def osv_configmap() -> dict[str, Any]:
@@ -68,6 +75,7 @@ def test_before_gates_block_each_bad_fixture_pass_the_clean_one_and_leak_nothing
             scanned("key-in-env", "clean.py", "requests==2.32.3", env=[{"name": "KEY", "value": AWS_KEY}]),
             scanned("old-requests", "clean.py", "requests==2.19.1"),
             scanned("clean", "clean.py", "requests==2.32.3", env=[from_secret]),
+            run("uses-secret", USES_SECRET, env=[from_secret], gates={"before": {"secretScan": {}}}),
         ]
     )
     for name, gate in [
@@ -94,6 +102,11 @@ def test_before_gates_block_each_bad_fixture_pass_the_clean_one_and_leak_nothing
     report = kube.get("configmaps", clean["gatesReport"]) or {}
     assert json.loads(report["data"]["sbom.cdx.json"])["components"][0]["purl"] == "pkg:pypi/requests@2.32.3"
     assert (kube.get("configmaps", clean["gatesReport"]) or {})["metadata"]["ownerReferences"][0]["kind"] == "ScriptRun"
+
+    # env from a Secret works in a gated run (the script saw it), and is not what the scan reads
+    used = kube.wait_phase("uses-secret", "Succeeded", timeout=180)
+    assert used["outputs"]["token-sha256"] == hashlib.sha256(PLANTED.encode()).hexdigest()
+    assert [g["result"] for g in used["gates"]] == ["Passed"]
 
     # nothing scriptrun writes repeats a secret: statuses, Events, the reports, the operator's log
     said = [
