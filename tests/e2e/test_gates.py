@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import operator_log
 from tests.e2e.test_runs import HOLD_100_MIB, run
+from tests.support.gate_fixtures import AWS_KEY, every_scan, osv_configmap, source
 from tests.support.kube import Kube
 from tests.support.realnode import RealCluster
 
@@ -36,8 +36,6 @@ def test_a_gate_blocks_the_greedy_run_and_passes_the_small_one(kube: Kube) -> No
 
 # -- spec.gates.before: the gate init container in the runner image ------------------------------
 
-FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "fixtures" / "gates"
-AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 PLANTED = "planted-secret-value-7f3a91c2"
 USES_SECRET = """
 import hashlib, os
@@ -47,18 +45,8 @@ open(os.path.join(os.environ["SCRIPTRUN_OUTPUTS"], "token-sha256"), "w").write(d
 """
 
 
-def osv_configmap() -> dict[str, Any]:
-    data = {p.name: p.read_text() for p in sorted((FIXTURES / "osv").glob("*.json"))}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "osv"}, "data": data}
-
-
 def scanned(name: str, fixture: str, requirement: str, **spec: Any) -> dict[str, Any]:
-    before = {
-        "staticAnalysis": {},
-        "secretScan": {},
-        "dependencyScan": {"severity": "medium", "requirements": [requirement], "database": {"configMapName": "osv"}},
-    }
-    return run(name, (FIXTURES / fixture).read_text(), gates={"before": before}, **spec)
+    return run(name, source(fixture), gates={"before": every_scan(requirement)}, **spec)
 
 
 def test_before_gates_block_each_bad_fixture_pass_the_clean_one_and_leak_nothing(

@@ -15,6 +15,7 @@ from scriptrun.engine.run import StartAttempt, decide
 from scriptrun.local.validate import locate_plan_error
 from scriptrun.model.scriptrun import RunPhase, ScriptRunSpec, ScriptRunStatus
 from scriptrun.model.workflow import WorkflowSpec
+from tests.support.gate_fixtures import every_scan, osv_configmap, source
 from tests.unit.test_local import run_cli, scriptrun
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -209,22 +210,10 @@ def test_a_workflow_junit_has_a_case_per_task_gate(tmp_path: Path) -> None:
 
 # -- spec.gates.before locally -------------------------------------------------------------------------
 
-FIXTURES = Path(__file__).parent / "fixtures" / "gates"
-
-
-def osv_configmap() -> dict[str, Any]:
-    data = {p.name: p.read_text() for p in sorted((FIXTURES / "osv").glob("*.json"))}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "osv"}, "data": data}
-
 
 def scanned(name: str, fixture: str, requirement: str, **extra: Any) -> dict[str, Any]:
-    before = {
-        "staticAnalysis": {},
-        "secretScan": {},
-        "dependencyScan": {"requirements": [requirement], "database": {"configMapName": "osv"}, "severity": "medium"},
-    }
     return scriptrun(
-        {"script": {"source": (FIXTURES / fixture).read_text()}, "gates": {"before": before}, **extra}, name
+        {"script": {"source": source(fixture)}, "gates": {"before": every_scan(requirement)}, **extra}, name
     )
 
 

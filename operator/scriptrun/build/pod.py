@@ -152,6 +152,18 @@ SCRIPT_SECURITY: dict[str, Any] = {
 MONITOR_USER = 10001  # the monitor image's user (runner-image/Dockerfile.monitor)
 
 
+def _own_security() -> dict[str, Any]:
+    """The securityContext of our own containers (monitor, gates): "restricted", read-only, our user."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": MONITOR_USER,
+    }
+
+
 def _env_list(env: dict[str, str]) -> list[dict[str, Any]]:
     return [{"name": name, "value": value} for name, value in env.items()]
 
@@ -194,14 +206,7 @@ def _monitor_container(inputs: PodInputs, monitor: MonitorSpec, labels: dict[str
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "resources": {k: dict(v) for k, v in MONITOR_RESOURCES.items()},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-            "runAsNonRoot": True,
-            "runAsUser": MONITOR_USER,
-        },
+        "securityContext": _own_security(),
     }
     if inputs.monitor_pull_policy:
         container["imagePullPolicy"] = inputs.monitor_pull_policy
@@ -240,14 +245,7 @@ def _gate_container(inputs: PodInputs, volumes: list[dict[str, Any]]) -> dict[st
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "resources": {k: dict(v) for k, v in GATE_RESOURCES.items()},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-            "runAsNonRoot": True,
-            "runAsUser": MONITOR_USER,
-        },
+        "securityContext": _own_security(),
     }
     if inputs.monitor_pull_policy:
         container["imagePullPolicy"] = inputs.monitor_pull_policy

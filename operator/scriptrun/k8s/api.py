@@ -31,6 +31,18 @@ async def load_config() -> Credentials:
     return await load_credentials("in-cluster")
 
 
+async def _raw(call: Any, *args: Any) -> bool:
+    """One write with the answer left raw: True on 2xx, else the error policy's exception."""
+    resp = await call(*args, _preload_content=False)
+    try:
+        raw = await resp.read()
+    finally:
+        resp.release()
+    if 200 <= resp.status < 300:
+        return True
+    raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+
+
 def _named(body: dict[str, Any]) -> bool:
     """A create with a fixed name is safe to repeat (the repeat reads as AlreadyExists)."""
     return bool((body.get("metadata") or {}).get("name"))
@@ -98,18 +110,8 @@ class Kube:
         """POST without turning the answer into client models (the operator never reads it back, and
         that deserialisation was a large share of its CPU). True if created, False on AlreadyExists."""
 
-        async def once() -> bool:
-            resp = await call(namespace, body, _preload_content=False)
-            try:
-                raw = await resp.read()
-            finally:
-                resp.release()
-            if 200 <= resp.status < 300:
-                return True
-            raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
-
         try:
-            return await self._call(once, idempotent=_named(body))
+            return await self._call(lambda: _raw(call, namespace, body), idempotent=_named(body))
         except AlreadyExists:
             return False
 
@@ -126,19 +128,8 @@ class Kube:
         someone changed it since (409 Conflict: read it again) or it is gone."""
         meta = cm["metadata"]
         call: Any = self.core.replace_namespaced_config_map  # the raw response, as in _create_raw
-
-        async def once() -> bool:
-            resp = await call(meta["name"], meta["namespace"], cm, _preload_content=False)
-            try:
-                raw = await resp.read()
-            finally:
-                resp.release()
-            if 200 <= resp.status < 300:
-                return True
-            raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
-
         try:
-            return await self._call(once)
+            return await self._call(lambda: _raw(call, meta["name"], meta["namespace"], cm))
         except (errors.Conflict, NotFound):
             return False
 
