@@ -1,6 +1,8 @@
 """spec.gates.after: CEL over the measured usage, judged by the engine once the script succeeded."""
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -264,3 +266,37 @@ def test_locally_a_missing_database_configmap_blocks_with_its_name(tmp_path: Pat
     assert proc.returncode == 1
     message = json.loads(proc.stdout)["status"]["message"]
     assert message.startswith("gate dependencyScan: ConfigMap 'osv' (dependencyScan.database) not found")
+
+
+def test_the_gated_example_passes_every_gate_locally_as_the_readme_runs_it(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "gated-scriptrun.yaml"
+    junit, sarif, sbom = tmp_path / "gates.xml", tmp_path / "gates.sarif", tmp_path / "sbom.cdx.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scriptrun",
+            "run",
+            str(example),
+            "--junit",
+            str(junit),
+            "--sarif",
+            str(sarif),
+            "--sbom",
+            str(sbom),
+            "--no-cost",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "0", "0")
+    assert [r["tool"]["driver"]["name"] for r in json.loads(sarif.read_text())["runs"]] == [
+        "bandit",
+        "detect-secrets",
+        "scriptrun-osv",
+    ]
+    assert json.loads(sbom.read_text())["components"][0]["purl"] == "pkg:pypi/requests@2.32.3"
+    assert "spec.regression is ignored locally" in proc.stderr
