@@ -237,7 +237,7 @@ def release(
     forgotten, after = round(time.monotonic() - start, 1), round(rss.now(), 1)
     # the pods go later (the garbage collector deletes them after their owners); the operator's pod
     # index and Kopf's records of them go with their delete events: measure again once they are gone
-    while time.monotonic() - start < timeout and cp.request("GET", f"{API}/namespaces/{ns}/pods?limit=1")["items"]:
+    while time.monotonic() - start < timeout and cp.request("GET", f"/api/v1/namespaces/{ns}/pods?limit=1")["items"]:
         time.sleep(2)
     pods_gone = round(time.monotonic() - start, 1)
     time.sleep(15)  # a few of the operator's malloc_trim periods
