@@ -25,7 +25,7 @@ from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
 from scriptrun.engine.conditions import set_condition
 from scriptrun.engine.gates import before_gates
-from scriptrun.engine.observe import GATE_CONTAINER, AttemptObservation, observe_pod, pending_cause, waiting_reason
+from scriptrun.engine.observe import AttemptObservation, observe_pod, pending_cause, waiting_reason
 from scriptrun.engine.regression import CONDITION, HISTORY_DATA_KEY, History, describe, history_key, judge, measured
 from scriptrun.engine.run import (
     Blocked,
@@ -43,6 +43,7 @@ from scriptrun.engine.run import (
 from scriptrun.k8s.api import Kube
 from scriptrun.k8s.apply import Create, Delete, Emit, Operation, Outcome, Patch, apply
 from scriptrun.model.alerts import AlertRule
+from scriptrun.model.contract import GATE_CONTAINER
 from scriptrun.model.scriptrun import MonitorSpec, RunPhase, RunTemplate, ScriptRunSpec, ScriptRunStatus, ScriptSource
 from scriptrun.telemetry.operator_metrics import OperatorMetrics
 from scriptrun.telemetry.spans import api_span, run_spans

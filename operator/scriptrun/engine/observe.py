@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from scriptrun.engine import clock
+from scriptrun.model.contract import GATE_CONTAINER
 
 AttemptState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 MAIN_CONTAINER = "main"
 MONITOR_CONTAINER = "monitor"
-GATE_CONTAINER = "gates"  # model.contract.GATE_CONTAINER (tests/unit/test_contract.py keeps them equal)
 GATE_FAILED = "GateFailed"
 MESSAGE_LIMIT = 1024
 

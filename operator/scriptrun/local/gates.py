@@ -48,11 +48,11 @@ def check_before(
 
 def merged_sarif(reports: dict[str, BeforeReport]) -> dict[str, Any] | None:
     """One SARIF log of several runs' reports (a workflow's tasks), each run tagged with its task."""
-    runs = []
-    for task, report in reports.items():
-        for run in report.sarif.get("runs") or []:
-            runs.append({**run, "properties": {**run.get("properties", {}), "task": task}})
     if not reports:
         return None
-    first = next(iter(reports.values())).sarif
-    return {**first, "runs": runs}
+    runs = [
+        {**run, "properties": {**run.get("properties", {}), "task": task}}
+        for task, report in reports.items()
+        for run in report.sarif.get("runs") or []
+    ]
+    return {**next(iter(reports.values())).sarif, "runs": runs}

@@ -30,8 +30,13 @@ from scriptrun.scan.findings import Finding, ScanOutcome, Tool
 GATE = "dependencyScan"
 REQUIREMENTS = "requirements.txt"  # how reports name the declared requirements
 MAX_RECORDS = 200_000
-_GITHUB_SEVERITY: dict[str, Severity] = {"LOW": "low", "MODERATE": "medium", "MEDIUM": "medium", "HIGH": "high"}
-_GITHUB_SEVERITY["CRITICAL"] = "critical"
+_GITHUB_SEVERITY: dict[str, Severity] = {
+    "LOW": "low",
+    "MODERATE": "medium",
+    "MEDIUM": "medium",
+    "HIGH": "high",
+    "CRITICAL": "critical",
+}
 
 
 @dataclass(frozen=True)
