@@ -162,6 +162,20 @@ def test_exit_before_the_first_sample_gives_a_valid_summary(tmp_path: Path) -> N
         assert "note" in summary
 
 
+def test_rusage_stands_in_when_sampling_saw_no_memory() -> None:
+    """A sample can catch the script while the kernel tears its memory down (alive, RSS 0): the
+    launcher's ru_maxrss is then the peak, marked as such; a sampled peak is never replaced by it."""
+    rusage = {"userTimeSeconds": 0.01, "systemTimeSeconds": 0.0, "maxRssBytes": 9 * 1024 * 1024}
+    sampler = TreeSampler(os.getpid())
+    sampler.samples = 1  # one sample, of a process that held no memory
+    summary = sampler.summary(exit_code=0, rusage=rusage, elapsed=0.1)
+    assert summary["memoryMaxMb"] == 9.0 and summary["memorySource"] == "rusage", summary
+    sampler.rss_max = 5 * 1024 * 1024
+    summary = sampler.summary(exit_code=0, rusage=rusage, elapsed=0.1)
+    assert summary["memoryMaxMb"] == 5.0 and "memorySource" not in summary, summary
+    sampler.close()
+
+
 def test_exit_code_and_signal_are_reported(tmp_path: Path) -> None:
     summary, code = run(tmp_path / "a", "import sys; sys.exit(7)")
     assert code == 7 and summary["exitCode"] == 7 and summary["success"] is False

@@ -11,7 +11,7 @@ Accounting rules, so that nothing is lost or counted twice:
   counted the same way, through the parent's fields.
 - I/O bytes and context switches have no "children" fields: a gone process keeps its last-seen values.
 - When the launcher's wait4() rusage is known (it covers every descendant it waited for), the final
-  CPU seconds and peak RSS are the larger of the two sources.
+  CPU seconds are the larger of the two sources; its peak RSS stands in when sampling saw no memory.
 """
 
 from __future__ import annotations
@@ -261,9 +261,10 @@ class TreeSampler:
         if rusage:
             user = max(user, rusage.get("userTimeSeconds", 0.0))
             system = max(system, rusage.get("systemTimeSeconds", 0.0))
-            if self.samples == 0 and rusage.get("maxRssBytes"):
+            if rss_max == 0 and rusage.get("maxRssBytes"):
                 # ru_maxrss also counts the pages a forked child shares with its parent before exec,
-                # so it is only a stand-in when sampling saw nothing, and it says so
+                # so it is only a stand-in when sampling saw no memory (no sample, or only a process
+                # already tearing its memory down), and the summary says so
                 rss_max = max(rss_max, rusage["maxRssBytes"])
                 rusage_memory = True
             faults = max(faults, int(rusage.get("minorFaults", 0) + rusage.get("majorFaults", 0)))
