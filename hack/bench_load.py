@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -60,6 +61,32 @@ class RssSampler:
 
     def peak(self, since: int = 0) -> float:
         return max(self.samples[since:], default=0.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Each process's share of a core over a phase (1.0 = one core busy all the time): who bounds it."""
+
+    def __init__(self, cp: ControlPlane, op: OperatorProcess) -> None:
+        assert op.popen is not None
+        self.pids = {"operator": op.popen.pid} | {p.name: p.popen.pid for p in cp.procs}
+        self.start, self.at = self._read(), time.monotonic()
+
+    def _read(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def shares(self) -> dict[str, float]:
+        now, wall = self._read(), time.monotonic() - self.at
+        return {name: round((now[name] - self.start[name]) / wall, 2) for name in self.pids if wall > 0}
 
 
 def scriptrun(name: str) -> dict[str, Any]:
@@ -168,11 +195,12 @@ def service_account_kubeconfig(cp: ControlPlane, name: str) -> Path:
 def phase_runs(cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, timeout: float) -> dict[str, Any]:
     ns = "load-runs"
     cp.kubectl("create", "namespace", ns)
-    mark, wall = len(rss.samples), time.time()
+    mark, wall, cpu = len(rss.samples), time.time(), CpuMeter(cp, op)
     created_in, _last_created = post_all(
         cp, f"{API}/namespaces/{ns}/scriptruns", [scriptrun(f"r{i:05d}") for i in range(n)]
     )
     makespan = wait_done(op, "ScriptRun", n, timeout) + created_in
+    shares = cpu.shares()
     last = cp.request("GET", f"{API}/namespaces/{ns}/scriptruns/r{n - 1:05d}")
     pod = cp.request("GET", f"/api/v1/namespaces/{ns}/pods/r{n - 1:05d}-a1")
     created = datetime.fromisoformat(last["metadata"]["creationTimestamp"].replace("Z", "+00:00")).timestamp()
@@ -185,6 +213,7 @@ def phase_runs(cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, t
         "rss_peak_mib": round(rss.peak(mark), 1),
         "last_run_pod_after_s": round(pod_at - created, 1),
         "last_run_done_after_s": round(done_at - created, 1),
+        "cpu_cores": shares,
         "rates": rates(cp, "system:serviceaccount:default:bench-operator", wall, time.time()),
         "ns": ns,
     }
@@ -195,9 +224,10 @@ def phase_workflows(
 ) -> dict[str, Any]:
     ns = "load-wfs"
     cp.kubectl("create", "namespace", ns)
-    mark, wall = len(rss.samples), time.time()
+    mark, wall, cpu = len(rss.samples), time.time(), CpuMeter(cp, op)
     created_in, _ = post_all(cp, f"{API}/namespaces/{ns}/workflows", [workflow(f"w{i:03d}", tasks) for i in range(n)])
     makespan = wait_done(op, "Workflow", n, timeout) + created_in
+    shares = cpu.shares()
     path = f"{API}/namespaces/{ns}/workflows/w{n - 1:03d}"
     while (last := cp.request("GET", path))["status"].get("phase") not in ("Succeeded", "Failed", "Error"):
         time.sleep(1)  # the operator decided; its status write may lag (one a second per Workflow)
@@ -211,6 +241,7 @@ def phase_workflows(
         "rss_peak_mib": round(rss.peak(mark), 1),
         "last_workflow_started_after_s": round(started - created, 1),
         "last_workflow": f"{status['phase']} {status.get('progress')} in {status.get('duration')}",
+        "cpu_cores": shares,
         "rates": rates(cp, "system:serviceaccount:default:bench-operator", wall, time.time()),
         "ns": ns,
     }
@@ -311,6 +342,8 @@ def main() -> int:
             f"  API requests {rate['requests']}: most in 1 s {rate['max_1s']} (limit {bound1:g}), in 10 s "
             f"{rate['max_10s']} (limit {bound10:g}), mean {rate['mean_per_s']}/s; {rate['by_verb']}"
         )
+        busy = ", ".join(f"{name} {share:g}" for name, share in sorted(r["cpu_cores"].items(), key=lambda kv: -kv[1]))
+        print(f"  CPU, in cores (the machine's {os.cpu_count()}): {busy}")
         for key in ("last_run_pod_after_s", "last_run_done_after_s", "last_workflow_started_after_s", "last_workflow"):
             if key in r:
                 print(f"  {key.replace('_', ' ')}: {r[key]}")
