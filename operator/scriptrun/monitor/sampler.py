@@ -265,7 +265,7 @@ class TreeSampler:
                 # ru_maxrss also counts the pages a forked child shares with its parent before exec,
                 # so it is only a stand-in when sampling saw no memory (no sample, or only a process
                 # already tearing its memory down), and the summary says so
-                rss_max = max(rss_max, rusage["maxRssBytes"])
+                rss_max = rusage["maxRssBytes"]
                 rusage_memory = True
             faults = max(faults, int(rusage.get("minorFaults", 0) + rusage.get("majorFaults", 0)))
             ctx = max(ctx, int(rusage.get("voluntarySwitches", 0) + rusage.get("involuntarySwitches", 0)))
