@@ -11,6 +11,7 @@ from kopf._cogs.structs.references import Resource
 
 from scriptrun.build.shard import SelectorError, inherited, requirements, selector_keys
 from scriptrun.controllers.config import OperatorConfig
+from scriptrun.controllers.pods import pod_selector
 from scriptrun.handlers.setup import select_watches
 
 SCRIPTRUNS = Resource("scriptrun.dev", "v1alpha1", "scriptruns", kind="ScriptRun", namespaced=True)
@@ -63,7 +64,7 @@ def test_the_watches_are_selected_server_side() -> None:
     assert _selectors(OperatorConfig()) == {
         "scriptruns": [],
         "workflows": [],
-        "pods": ["app.kubernetes.io/managed-by=scriptrun"],
+        "pods": [],
         "leases": ["scriptrun.dev/heartbeat=true"],
         "nodes": [],
     }
@@ -71,7 +72,14 @@ def test_the_watches_are_selected_server_side() -> None:
     assert _selectors(sharded) == {
         "scriptruns": ["team in (ml,data)"],
         "workflows": ["team in (ml,data)"],
-        "pods": ["app.kubernetes.io/managed-by=scriptrun,team in (ml,data)"],
+        "pods": [],
         "leases": ["scriptrun.dev/heartbeat=true"],
         "nodes": [],
     }
+
+
+def test_the_pods_watch_selects_ours_of_this_shard() -> None:
+    """Pods are not watched through Kopf (its selectors above say nothing of them) but by
+    controllers/pods.py, with this selector."""
+    assert pod_selector() == "app.kubernetes.io/managed-by=scriptrun"
+    assert pod_selector("team in (ml,data)") == "app.kubernetes.io/managed-by=scriptrun,team in (ml,data)"

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from scriptrun.controllers.bodies import LAST_APPLIED, Bodies, compact, slim
-from scriptrun.controllers.scriptrun import pod_snapshot
+from scriptrun.controllers.pods import pod_snapshot
 
 
 def test_stored_bodies_are_slim_and_the_caller_s_body_untouched() -> None:

@@ -17,10 +17,11 @@ from scriptrun.build.patch import as_stored, merge_patch
 from scriptrun.build.pod import PodInputs, RunRef, build_pod, build_script_configmap
 from scriptrun.build.shard import inherited
 from scriptrun.controllers.alerting import AlertNotifier
-from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, owner_ref, unpack, values_of
+from scriptrun.controllers.bodies import Bodies, ChildChanged, Key, owner_ref, unpack, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
+from scriptrun.controllers.pods import PodIndex, pod_snapshot
 from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
 from scriptrun.engine.conditions import set_condition
@@ -57,42 +58,7 @@ KIND = "ScriptRun"
 ChildChangedFn = Callable[[ChildChanged], None]
 
 
-def pod_snapshot(body: dict[str, Any]) -> tuple[Key, dict[str, Any]] | None:
-    """What the pods index keeps of one of our pods: its run's key and a small snapshot (name,
-    labels, deletion, owner uid, status)."""
-    ref = owner_ref(body, KIND)
-    meta = body.get("metadata", {})
-    namespace = meta.get("namespace")
-    if ref is None or namespace is None:
-        return None
-    snapshot = {
-        "metadata": {
-            "name": meta.get("name"),
-            "labels": dict(meta.get("labels") or {}),
-            "deletionTimestamp": meta.get("deletionTimestamp"),
-            # a run deleted and created again under the same name must not adopt its
-            # predecessor's pods (garbage collection removes them a little later)
-            "ownerUid": ref.get("uid"),
-        },
-        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
-        "status": _pod_status(body.get("status") or {}),
-    }
-    return (namespace, str(ref["name"])), snapshot
-
-
-POD_STATUS_KEPT = ("phase", "reason", "message", "conditions", "startTime")
-CONTAINER_STATUS_KEPT = ("name", "state", "lastState", "restartCount")
 HISTORY_WRITES = 8  # tries to record a run in its regression history (optimistic: read, replace at that version)
-
-
-def _pod_status(status: dict[str, Any]) -> dict[str, Any]:
-    """The part of a pod's status the engine reads (engine/observe.py): with 10,000 pods indexed the
-    rest (IPs, images, resources, volume mounts of each container) was most of the operator's memory."""
-    kept = {k: status[k] for k in POD_STATUS_KEPT if k in status}
-    for key in ("containerStatuses", "initContainerStatuses"):
-        if key in status:
-            kept[key] = [{k: c[k] for k in CONTAINER_STATUS_KEPT if k in c} for c in status[key] or []]
-    return kept
 
 
 def _spec(body: dict[str, Any]) -> tuple[RunTemplate, Blocked | None]:
@@ -122,6 +88,7 @@ class ScriptRunController:
         metrics: OperatorMetrics,
         *,
         child_changed: ChildChangedFn,
+        pods: PodIndex,
         tracing: Tracing | NoTracing = NO_TRACING,
     ) -> None:
         self.kube = kube
@@ -134,7 +101,7 @@ class ScriptRunController:
         self.child_changed = child_changed
         self.bodies = Bodies(packed=True)  # thousands of runs: kept compressed
         self.expected: dict[Key, set[int]] = {}  # attempts created, not in the pods index yet
-        self.pods: IndexView[bytes | dict[str, Any]] | None = None
+        self.pods = pods  # kept by controllers/pods.py; reconciles wait until it is synced
         self._pod_signatures: dict[Key, tuple[Any, ...]] = {}
         self._child_seen: dict[Key, tuple[Any, ...]] = {}
         self.loop = KeyedLoop(
@@ -157,10 +124,10 @@ class ScriptRunController:
 
     # --- events -------------------------------------------------------------------------------
 
-    def pod_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[bytes | dict[str, Any]]) -> None:
-        """A pod changed: wake its run if what the run reads changed (phase, reason, why it waits,
-        deletion). A pod sees several updates (scheduled, conditions, IPs) that change none."""
-        self.pods = pods
+    def pod_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """A pod changed (the index has it already): wake its run if what the run reads changed
+        (phase, reason, why it waits, deletion). A pod sees several updates (scheduled, conditions,
+        IPs) that change none."""
         found = pod_snapshot(body)
         if found is None:
             return
@@ -183,8 +150,7 @@ class ScriptRunController:
             self._pod_signatures[pod_key] = signature
         self.loop.kick(run_key)
 
-    def run_event(self, event_type: str | None, body: dict[str, Any], pods: IndexView[bytes | dict[str, Any]]) -> None:
-        self.pods = pods
+    def run_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body.get("metadata", {})
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
@@ -224,6 +190,7 @@ class ScriptRunController:
     async def reconcile(self, key: Hashable) -> datetime | None:
         """Drive one ScriptRun a step; returns when to look again (None: only on events)."""
         assert isinstance(key, tuple)
+        await self.pods.synced.wait()  # never decide on a run before its pods are read
         body = self.bodies.get(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return None

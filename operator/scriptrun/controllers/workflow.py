@@ -21,6 +21,7 @@ from scriptrun.build.workflow import WorkflowRef, build_child
 from scriptrun.controllers.bodies import Bodies, ChildChanged, IndexView, Key, has_values, owner_ref, values_of
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.loop import KeyedLoop
+from scriptrun.controllers.pods import PodIndex
 from scriptrun.engine import clock
 from scriptrun.engine.budget import budget_exceeded
 from scriptrun.engine.dag import Plan, PlanError, build_plan
@@ -91,6 +92,7 @@ class WorkflowController:
         metrics: OperatorMetrics,
         *,
         child_created: ChildCreatedFn,
+        pods: PodIndex,
         tracing: Tracing | NoTracing = NO_TRACING,
     ) -> None:
         self.kube = kube
@@ -103,7 +105,7 @@ class WorkflowController:
         self.expected: dict[Key, set[str]] = {}  # nodes whose child we created and have not seen yet
         self.retired: set[str] = set()  # uids of children a retry deleted (until the watch says so)
         self.children: IndexView[ChildRecord] | None = None
-        self.pods: IndexView[Any] | None = None
+        self.pods = pods  # controllers/pods.py's index (read for podGC); reconciles wait until it is synced
         self._parsed: dict[tuple[str, int], tuple[WorkflowSpec, Plan | PlanError]] = {}
         self._desired: dict[Key, tuple[str | None, WorkflowStatus]] = {}  # (uid, latest decided status)
         self._written: dict[Key, tuple[WorkflowStatus | None, dict[str, Any]]] = {}  # last stored (model, dump)
@@ -131,10 +133,8 @@ class WorkflowController:
 
     # --- events -------------------------------------------------------------------------------
 
-    def workflow_event(
-        self, event_type: str | None, body: dict[str, Any], children: IndexView[ChildRecord], pods: IndexView[Any]
-    ) -> None:
-        self.children, self.pods = children, pods
+    def workflow_event(self, event_type: str | None, body: dict[str, Any], children: IndexView[ChildRecord]) -> None:
+        self.children = children
         meta = body.get("metadata", {})
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
@@ -158,6 +158,7 @@ class WorkflowController:
 
     async def reconcile(self, key: Hashable) -> datetime | None:
         assert isinstance(key, tuple)
+        await self.pods.synced.wait()  # its children's pods are read before any decision
         body = self.bodies.get(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             return None

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
 
 from scriptrun import API_GROUP
-from scriptrun.build import names
 from scriptrun.controllers import heartbeat, malloc
 from scriptrun.controllers.billing import start_billing
-from scriptrun.controllers.config import OperatorConfig, use_watch_streaming
+from scriptrun.controllers.config import OperatorConfig, use_watch_streaming, watched_namespaces
+from scriptrun.controllers.pods import PodIndex, PodWatch, pod_selector
 from scriptrun.controllers.scriptrun import ScriptRunController
 from scriptrun.controllers.workflow import WorkflowController
 from scriptrun.k8s.api import Kube, load_config
@@ -39,12 +40,11 @@ class NoProgress(kopf.AnnotationsProgressStorage):
 
 
 def select_watches(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
-    """Server-side label selectors: our pods only, the heartbeat Leases only, and with a shard
-    selector only this shard's ScriptRuns, Workflows and pods (build/shard.py). Keys are (group,
-    plural) pairs: Kopf reads a "group.tld/plural" string as something else and matches nothing."""
+    """Kopf's server-side label selectors: the heartbeat Leases only, and with a shard selector only
+    this shard's ScriptRuns and Workflows (build/shard.py; the pods' own watch selects likewise,
+    controllers/pods.py). Keys are (group, plural) pairs: Kopf reads a "group.tld/plural" string as
+    something else and matches nothing."""
     selectors = settings.watching.label_selectors
-    pods = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-    selectors["", "pods"] = f"{pods},{config.shard_selector}" if config.shard_selector else pods
     selectors[heartbeat.RESOURCE] = f"{heartbeat.LABEL}=true"  # only the heartbeats
     if config.shard_selector:
         for plural in ("scriptruns", "workflows"):
@@ -106,8 +106,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     tracing = Tracing.from_env()
     if tracing.enabled:
         log.info("tracing on: spans over OTLP (the OTEL_* variables)")
-    workflows = WorkflowController(kube, config, metrics, child_created=child_created, tracing=tracing)
-    runs = ScriptRunController(kube, config, metrics, child_changed=workflows.child_changed, tracing=tracing)
+    pods = PodIndex()
+    workflows = WorkflowController(kube, config, metrics, child_created=child_created, pods=pods, tracing=tracing)
+    runs = ScriptRunController(kube, config, metrics, child_changed=workflows.child_changed, pods=pods, tracing=tracing)
+    memo.pod_watch = PodWatch(
+        kube,
+        pods,
+        runs.pod_event,
+        namespaces=watched_namespaces(os.environ),
+        selector=pod_selector(config.shard_selector),
+        initial_events=settings.watching.initial_streaming,
+        read_timeout=settings.watching.inactivity_timeout,
+    )
+    memo.pod_watch.start()
     if config.metrics_port:
         metrics.serve(config.metrics_port)
         log.info("operator metrics on port %d", config.metrics_port)
@@ -152,7 +163,7 @@ async def login(memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> k
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("trimmer", "heartbeat", "billing", "workflows", "runs"):
+    for name in ("trimmer", "heartbeat", "billing", "pod_watch", "workflows", "runs"):
         controller = memo.get(name)
         if controller is not None:
             await controller.close()

@@ -24,4 +24,4 @@ async def children_by_workflow(body: kopf.Body, **_: Any) -> dict[Key, ChildReco
 async def workflow_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     controller: WorkflowController | None = memo.get("workflows")
     if controller is not None and body.get("metadata", {}).get("namespace"):
-        controller.workflow_event(event.get("type"), dict(body), kwargs["children_by_workflow"], kwargs["pods_by_run"])
+        controller.workflow_event(event.get("type"), dict(body), kwargs["children_by_workflow"])

@@ -4,8 +4,9 @@ patches, deletes, lists, logs and Events; every call under the one policy of k8s
 from __future__ import annotations
 
 import functools
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -212,6 +213,80 @@ class Kube:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return items
+
+    # --- the pods' list and watch, left raw (controllers/pods.py keeps a small snapshot of each)
+
+    def _pods_call(self, namespace: str | None) -> Any:
+        if namespace is None:
+            return self.core.list_pod_for_all_namespaces
+        return functools.partial(self.core.list_namespaced_pod, namespace)
+
+    async def list_pods_page(
+        self, namespace: str | None, selector: str, token: str | None, limit: int = 500
+    ) -> tuple[list[dict[str, Any]], str, str | None]:
+        """One page of the matching pods (all namespaces when `namespace` is None), parsed from the
+        JSON as plain dicts: (items, the list's resourceVersion, the next page's token or None).
+        errors.Gone when `token` has expired."""
+        call = self._pods_call(namespace)
+
+        async def once() -> dict[str, Any]:
+            resp = await call(label_selector=selector, limit=limit, _continue=token, _preload_content=False)
+            try:
+                raw = await resp.read()
+            finally:
+                resp.release()
+            if not 200 <= resp.status < 300:
+                raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+            page: dict[str, Any] = json.loads(raw)
+            return page
+
+        page = await self._call(once)
+        meta = page.get("metadata") or {}
+        return page.get("items") or [], str(meta.get("resourceVersion") or ""), meta.get("continue") or None
+
+    async def watch_pods(
+        self,
+        namespace: str | None,
+        selector: str,
+        *,
+        resource_version: str,
+        initial_events: bool = False,
+        timeout_seconds: int = 300,
+        read_timeout: float = 70,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The watch events of the matching pods, each parsed as soon as its line is complete (one
+        pod's body alive at a time, none queued). From `resource_version`; with `initial_events`
+        the server first sends every pod as ADDED, then a BOOKMARK annotated
+        "k8s.io/initial-events-end" (sendInitialEvents, a watch-list). The server ends the watch
+        after `timeout_seconds`; no byte for `read_timeout` s ends it as Unavailable (a stalled
+        connection). Opening it counts against the request rate like any other request."""
+        options: dict[str, Any] = {
+            "label_selector": selector,
+            "watch": True,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": timeout_seconds,
+            "resource_version": resource_version,
+        }
+        if initial_events:
+            options |= {"send_initial_events": True, "resource_version_match": "NotOlderThan"}
+        call = self._pods_call(namespace)
+
+        async def open_watch() -> Any:
+            resp = await call(**options, _preload_content=False, _request_timeout=(30, read_timeout))
+            if not 200 <= resp.status < 300:
+                try:
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+                raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+            return resp
+
+        resp = await self._call(open_watch)
+        try:
+            async for line in errors.lines(resp.content):
+                yield json.loads(line)
+        finally:
+            resp.release()
 
     async def pod_log(self, namespace: str, pod: str, container: str = "main") -> str | None:
         """The container's log, or None if the pod is not there."""

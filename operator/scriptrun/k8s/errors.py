@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -155,3 +155,22 @@ async def call(request: Callable[[], Awaitable[T]], retry: Retry, *, idempotent:
                 raise
             await retry.sleep(retry.delay(attempt, err.retry_after))
             attempt += 1
+
+
+async def lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A watch's body, line by line (one JSON event each), however long a line is (aiohttp's own
+    readline refuses lines over 128 KiB); a connection lost or stalled mid-stream is Unavailable."""
+    pending = b""
+    try:
+        async for chunk in content.iter_any():
+            pending += chunk
+            if b"\n" not in chunk:
+                continue
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                if line.strip():
+                    yield line
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise Unavailable(0, "WatchCut", f"the watch stream broke: {err or type(err).__name__}") from err
+    if pending.strip():
+        yield pending
