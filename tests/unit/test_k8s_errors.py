@@ -365,19 +365,33 @@ def test_no_answer_at_all_is_unavailable() -> None:
     assert waits == [0.5]
 
 
-def test_a_starting_api_server_s_403_is_waited_out_an_rbac_403_is_not() -> None:
+def test_a_starting_api_server_s_403s_are_waited_out_a_refusal_of_the_object_is_not() -> None:
+    """Right after a restart the API server answers 403 until its caches have synced: admission's
+    "not yet ready", and the RBAC authorizer's denial before it has read the bindings (the chaos
+    test's audit log: 44 such 403s within 200 ms of "Serving securely", none after). Both are
+    retried; a 403 that names the object (PodSecurity, quota, a webhook) is a refusal of it."""
     starting = failure(403, "Forbidden", 'pods "p-a1" is forbidden: not yet ready to handle request')
-    rbac = failure(403, "Forbidden", 'pods is forbidden: User "system:serviceaccount:x:y" cannot create resource')
+    rbac = failure(
+        403,
+        "Forbidden",
+        'pods is forbidden: User "system:serviceaccount:x:y" cannot create resource "pods" in API group "" '
+        'in the namespace "ns"',
+    )
+    policy = failure(403, "Forbidden", 'pods "p-a1" is forbidden: violates PodSecurity "restricted:latest"')
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p-a1", "namespace": NS}}
 
     async def test(fake: FakeApiServer, kube: Kube, waits: list[float]) -> None:
-        fake.on("POST", PODS, starting, starting, ok(pod, 201))
-        assert await kube.create_pod(pod) is True  # created, after the API server's admission had synced
+        fake.on("POST", PODS, starting, rbac, ok(pod, 201))
+        assert await kube.create_pod(pod) is True  # created, once the API server had synced
         assert fake.count("POST", PODS) == 3 and len(waits) == 2
-        fake.on("POST", PODS, rbac)
+        fake.on("POST", PODS, rbac, rbac, rbac, rbac)
+        with pytest.raises(Unavailable):  # still denied after the retries: the reconcile backs off
+            await kube.create_pod(pod)
+        assert fake.count("POST", PODS) == 7
+        fake.on("POST", PODS, policy)
         with pytest.raises(ApiError) as err:
             await kube.create_pod(pod)
         assert not isinstance(err.value, Unavailable) and err.value.status == 403
-        assert fake.count("POST", PODS) == 4  # one more: a refusal is not repeated
+        assert fake.count("POST", PODS) == 8  # one more: a refusal is not repeated
 
     drive(test)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -114,11 +115,19 @@ def from_response(
 NOT_READY = "not yet ready to handle request"
 
 
+AUTHORIZER_DENIAL = re.compile(r'^\S+ is forbidden: User ".*" cannot \S+ resource ')
+
+
 def _starting(status: int, message: str) -> bool:
-    """An API server that has just (re)started refuses requests with a 403 until its admission
-    plugins have synced their caches (NamespaceLifecycle: "not yet ready to handle request"): a
-    moment's wait, not a refusal. Seen in the chaos test, where it failed pods for good."""
-    return status == 403 and NOT_READY in message
+    """An API server that has just (re)started refuses requests with a 403 until its caches have
+    synced: its admission plugins' (NamespaceLifecycle: "not yet ready to handle request") and its
+    RBAC authorizer's (`pods is forbidden: User "..." cannot create resource "pods" ...`, before it
+    has read the bindings). A moment's wait, not a refusal of the object: both were seen in the chaos
+    test, where they failed pods for good. The authorizer's denial is retried whatever its cause: a
+    refusal of the operator's own permissions is no fault of the run, and the reconcile backs off
+    (1 s .. 60 s) and logs it, as client-go controllers do. A refusal of the object itself
+    (PodSecurity, quota, a webhook: `pods "x" is forbidden: ...`) names the object and stays final."""
+    return status == 403 and (NOT_READY in message or AUTHORIZER_DENIAL.match(message) is not None)
 
 
 def translate(err: ApiException) -> KubeError:
