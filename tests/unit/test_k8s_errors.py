@@ -395,3 +395,24 @@ def test_a_starting_api_server_s_403s_are_waited_out_a_refusal_of_the_object_is_
         assert fake.count("POST", PODS) == 8  # one more: a refusal is not repeated
 
     drive(test)
+
+
+def test_pods_are_listed_in_raw_pages_and_an_expired_token_is_gone() -> None:
+    """The pods' own watch lists in pages when the initial state is not streamed (controllers/pods.py):
+    plain dicts, the list's resourceVersion and the next token; a 410 on a token is Gone."""
+    page1 = {"metadata": {"resourceVersion": "7", "continue": "t1"}, "items": [{"metadata": {"name": "a"}}]}
+    page2 = {"metadata": {"resourceVersion": "7"}, "items": [{"metadata": {"name": "b"}}]}
+    expired = failure(410, "Expired", "The provided continue parameter is too old")
+
+    async def test(fake: FakeApiServer, kube: Kube, waits: list[float]) -> None:
+        fake.on("GET", PODS, ok(page1), ok(page2), expired)
+        assert await kube.list_pods_page(NS, "app=x", None) == ([{"metadata": {"name": "a"}}], "7", "t1")
+        assert await kube.list_pods_page(NS, "app=x", "t1") == ([{"metadata": {"name": "b"}}], "7", None)
+        asked = [query for method, path, query in fake.seen if path == PODS]
+        assert asked[0] == {"labelSelector": "app=x", "limit": "500"}
+        assert asked[1]["continue"] == "t1"
+        with pytest.raises(Gone):
+            await kube.list_pods_page(NS, "app=x", "t0")
+        assert waits == []
+
+    drive(test)

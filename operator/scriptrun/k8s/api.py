@@ -32,16 +32,23 @@ async def load_config() -> Credentials:
     return await load_credentials("in-cluster")
 
 
-async def _raw(call: Any, *args: Any) -> bool:
-    """One write with the answer left raw: True on 2xx, else the error policy's exception."""
-    resp = await call(*args, _preload_content=False)
+async def _answer(call: Any, *args: Any, **kwargs: Any) -> bytes:
+    """One request with its answer left raw (no client models): the body on 2xx, else the error
+    policy's exception."""
+    resp = await call(*args, _preload_content=False, **kwargs)
     try:
-        raw = await resp.read()
+        raw: bytes = await resp.read()
     finally:
         resp.release()
     if 200 <= resp.status < 300:
-        return True
+        return raw
     raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+
+
+async def _raw(call: Any, *args: Any) -> bool:
+    """One write with the answer left raw: True on 2xx, else the error policy's exception."""
+    await _answer(call, *args)
+    return True
 
 
 def _named(body: dict[str, Any]) -> bool:
@@ -230,14 +237,9 @@ class Kube:
         call = self._pods_call(namespace)
 
         async def once() -> dict[str, Any]:
-            resp = await call(label_selector=selector, limit=limit, _continue=token, _preload_content=False)
-            try:
-                raw = await resp.read()
-            finally:
-                resp.release()
-            if not 200 <= resp.status < 300:
-                raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
-            page: dict[str, Any] = json.loads(raw)
+            page: dict[str, Any] = json.loads(
+                await _answer(call, label_selector=selector, limit=limit, _continue=token)
+            )
             return page
 
         page = await self._call(once)
@@ -351,13 +353,7 @@ class Kube:
         collection delete removed: 1000 pods' worth of client models was a 50 MiB spike)."""
 
         async def once() -> None:
-            resp = await call(*args, _preload_content=False, **kwargs)
-            try:
-                raw = await resp.read()
-            finally:
-                resp.release()
-            if not 200 <= resp.status < 300:
-                raise errors.from_response(resp.status, resp.reason, raw, resp.headers)
+            await _answer(call, *args, **kwargs)
 
         await self._unless_gone(once)
 
