@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from scriptrun.local.gates import BeforeReport
     from scriptrun.model.gates import GateResult
     from scriptrun.model.scriptrun import RunCost
+
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -58,6 +61,10 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     if os.environ.get("SCRIPTRUN_LOG_LEVEL"):
         logging.getLogger("scriptrun").setLevel(os.environ["SCRIPTRUN_LOG_LEVEL"])
     namespaces = args.namespace or []
+    for namespace in namespaces:  # names, not Kopf's globs: the pods' own watch asks for each by name
+        if not NAMESPACE_NAME.fullmatch(namespace):
+            print(f"error: -n {namespace!r}: not a namespace name (lowercase letters, digits, '-')", file=sys.stderr)
+            return 2
     heartbeat_ns = os.environ.get("SCRIPTRUN_HEARTBEAT_NAMESPACE") or os.environ.get("POD_NAMESPACE")
     if namespaces and heartbeat_ns and heartbeat_ns not in namespaces:
         # the heartbeat Lease must be where the operator watches, or it is never seen come back

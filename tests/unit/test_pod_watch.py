@@ -205,3 +205,12 @@ def test_lines_are_joined_across_chunks_and_may_be_long() -> None:
 def test_a_broken_stream_is_unavailable(error: BaseException) -> None:
     with pytest.raises(Unavailable, match="the watch stream broke"):
         asyncio.run(_collect(Chunks([b'{"a":1}\n'], error)))
+
+
+@pytest.mark.parametrize("bad", ["team-*", "Team", "a_b", ""])
+def test_the_operator_takes_namespace_names_not_globs(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The pods' watch asks for each watched namespace by name: a Kopf-style glob is refused at once."""
+    from scriptrun.cli import main
+
+    assert main(["operator", "-n", bad]) == 2
+    assert "not a namespace name" in capsys.readouterr().err
