@@ -78,8 +78,11 @@ def main(argv: list[str]) -> int:
         return 127
 
     def forward(signum: int, _frame: object) -> None:
+        # os.kill, not Popen.send_signal: that polls first, and a poll that reaps the child from
+        # inside this handler leaves the wait4() below with "No child processes" (a flaky traceback
+        # on Ctrl-C). Unreaped, the child's pid cannot have been reused.
         with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signum)
+            os.kill(child.pid, signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, forward)
