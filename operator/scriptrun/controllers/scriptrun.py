@@ -21,7 +21,7 @@ from scriptrun.controllers.bodies import Bodies, ChildChanged, Key, owner_ref, u
 from scriptrun.controllers.config import OperatorConfig
 from scriptrun.controllers.costs import RunCosts, price_sources
 from scriptrun.controllers.loop import KeyedLoop
-from scriptrun.controllers.pods import PodIndex, pod_snapshot
+from scriptrun.controllers.pods import PodIndex
 from scriptrun.engine import budget as budgets
 from scriptrun.engine import clock
 from scriptrun.engine.conditions import set_condition
@@ -128,17 +128,18 @@ class ScriptRunController:
         """A pod changed (the index has it already): wake its run if what the run reads changed
         (phase, reason, why it waits, deletion). A pod sees several updates (scheduled, conditions,
         IPs) that change none."""
-        found = pod_snapshot(body)
-        if found is None:
+        meta = body.get("metadata", {})
+        ref, namespace = owner_ref(body, KIND), meta.get("namespace")
+        if ref is None or namespace is None:  # not a run's pod (the index ignored it too)
             return
-        run_key, _ = found
-        pod_key = (run_key[0], str(body.get("metadata", {}).get("name") or ""))
+        run_key = (namespace, str(ref["name"]))
+        pod_key = (namespace, str(meta.get("name") or ""))
         status = body.get("status") or {}
         signature = (
             status.get("phase"),
             status.get("reason"),
             pending_cause(status)[0],
-            bool(body.get("metadata", {}).get("deletionTimestamp")),
+            bool(meta.get("deletionTimestamp")),
         )
         if event_type == "DELETED":
             self._pod_signatures.pop(pod_key, None)
