@@ -303,6 +303,7 @@ def main() -> int:
     op = OperatorProcess(cp, extra_env=env).start()
     assert op.popen is not None
     rss = RssSampler(op.popen.pid)
+    time.sleep(10)  # idle: after start-up has settled and the first malloc_trim (5 s) has run
     results: list[dict[str, Any]] = [
         {"settings": {"qps": args.qps, "burst": args.burst}, "rss_idle_mib": round(rss.now(), 1)}
     ]

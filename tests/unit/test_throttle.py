@@ -83,3 +83,58 @@ def test_a_bad_watch_streaming_setting_is_named(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SCRIPTRUN_WATCH_STREAMING", "sometimes")
     with pytest.raises(ValueError, match="SCRIPTRUN_WATCH_STREAMING='sometimes': expected one of auto, true, false"):
         OperatorConfig.from_env()
+
+
+def test_api_connections_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scriptrun.controllers.config import OperatorConfig
+
+    assert OperatorConfig.from_env().api_connections == 32
+    monkeypatch.setenv("SCRIPTRUN_API_CONNECTIONS", "8")
+    config = OperatorConfig.from_env()
+    assert config.api_connections == 8
+    assert config.connection_pool(0) == 9  # the whole cluster: one pods watch
+    assert config.connection_pool(3) == 11  # a watch per namespace
+    for bad in ("0", "-2", "many"):
+        monkeypatch.setenv("SCRIPTRUN_API_CONNECTIONS", bad)
+        with pytest.raises(ValueError, match=f"SCRIPTRUN_API_CONNECTIONS=.*{bad}.*at least 1"):
+            OperatorConfig.from_env()
+
+
+def test_the_connection_pool_bounds_requests_in_flight() -> None:
+    """Wire level: 12 GETs at once through a pool of 3 reach the server at most 3 at a time."""
+    from aiohttp import web
+    from kubernetes_asyncio import client
+
+    from scriptrun.k8s.api import Kube
+
+    in_flight, peak = 0, 0
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        name = request.match_info["name"]
+        return web.json_response({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/ns/configmaps/{name}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+        configuration.connection_pool_maxsize = 3
+        kube = Kube(client.ApiClient(configuration))
+        try:
+            got = await asyncio.gather(*(kube.get_configmap("ns", f"c{i}") for i in range(12)))
+            assert [(g or {})["metadata"]["name"] for g in got] == [f"c{i}" for i in range(12)]
+        finally:
+            await kube.close()
+            await runner.cleanup()
+
+    asyncio.run(main())
+    assert peak == 3

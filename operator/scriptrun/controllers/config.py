@@ -107,11 +107,19 @@ class OperatorConfig:
     peering: PeeringConfig | None = None  # several replicas, one active (controllers/peering.py)
     api_qps: float = 50.0  # our API requests a second on average (0: no limit), like client-go's QPS
     api_burst: int = 100  # ... and at once
+    # requests in flight at once (the client's connection pool; the pods' watches have their own on top):
+    # each open TLS connection costs some 200 KB, and at 10,000 runs 100 (the client's default) were open
+    api_connections: int = 32
     run_workers: int = 64  # ScriptRun reconciles at once (0: no limit)
     workflow_workers: int = 16  # Workflow reconciles at once (0: no limit)
     watch_streaming: str = "auto"  # the initial state streamed over the watch: auto (API server >= 1.34), true, false
     malloc_trim_seconds: float = 5.0  # give freed memory back to the system this often (0: never; malloc.py)
     alert_webhooks: tuple[tuple[str, str], ...] = ()  # spec.alerts' channels: (name, url), from a Secret's file
+
+    def connection_pool(self, watches: int) -> int:
+        """The API client's connection pool: `api_connections` for requests, and one for each of
+        the pods' long-lived `watches` (so a watch never waits for a request, nor a request for it)."""
+        return self.api_connections + max(watches, 1)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -141,12 +149,24 @@ class OperatorConfig:
             peering=peers,
             api_qps=float(os.environ.get("SCRIPTRUN_API_QPS") or 50),
             api_burst=int(os.environ.get("SCRIPTRUN_API_BURST") or 100),
+            api_connections=_at_least_one("SCRIPTRUN_API_CONNECTIONS", 32),
             run_workers=int(os.environ.get("SCRIPTRUN_RUN_WORKERS") or 64),
             workflow_workers=int(os.environ.get("SCRIPTRUN_WORKFLOW_WORKERS") or 16),
             watch_streaming=_choice("SCRIPTRUN_WATCH_STREAMING", ("auto", "true", "false")),
             malloc_trim_seconds=float(os.environ.get("SCRIPTRUN_MALLOC_TRIM_SECONDS") or 5),
             alert_webhooks=tuple(load_webhooks(os.environ.get("SCRIPTRUN_ALERT_WEBHOOKS_FILE")).items()),
         )
+
+
+def _at_least_one(name: str, default: int) -> int:
+    raw = (os.environ.get(name) or "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a whole number of at least 1") from None
+    if value < 1:
+        raise ValueError(f"{name}={value}: expected a whole number of at least 1")
+    return value
 
 
 def _choice(name: str, allowed: tuple[str, ...]) -> str:

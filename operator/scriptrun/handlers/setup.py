@@ -83,6 +83,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             config.peering.identity,
             config.peering.priority,
         )
+    scopes = watched_namespaces(os.environ)
+    credentials.configuration.connection_pool_maxsize = config.connection_pool(len(scopes))
     kube = Kube(credentials.api_client(), qps=config.api_qps, burst=config.api_burst)
     server = await kube.server_version() if config.watch_streaming == "auto" else None
     settings.watching.initial_streaming = use_watch_streaming(config.watch_streaming, server)
@@ -91,8 +93,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         "streamed (sendInitialEvents)" if settings.watching.initial_streaming else "listed",
     )
     log.info(
-        "API requests: %s; reconciles at once: %s ScriptRuns, %s Workflows",
+        "API requests: %s, at most %d in flight; reconciles at once: %s ScriptRuns, %s Workflows",
         f"{config.api_qps:g}/s, burst {config.api_burst}" if config.api_qps > 0 else "not limited",
+        config.api_connections,
         config.run_workers or "any",
         config.workflow_workers or "any",
     )
@@ -113,7 +116,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         kube,
         pods,
         runs.pod_event,
-        namespaces=watched_namespaces(os.environ),
+        namespaces=scopes,
         selector=pod_selector(config.shard_selector),
         initial_events=settings.watching.initial_streaming,
         read_timeout=settings.watching.inactivity_timeout,
