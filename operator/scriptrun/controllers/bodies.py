@@ -6,7 +6,7 @@ import json
 import sys
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -118,9 +118,10 @@ class Bodies:
     `packed`: keep each body as zlib-compressed JSON (about 0.8 KB for a finished ScriptRun, against
     some 4 KB as Python objects even with compact()); get() unpacks a fresh copy (tens of
     microseconds). For ScriptRuns, of which there are thousands; Workflows, fewer and bigger and
-    read on every child's change, stay plain (compacted) dicts."""
+    read on every child's change, stay plain (compacted) dicts until they finish: `packed` may be a
+    test of the body (pack this one?)."""
 
-    def __init__(self, *, packed: bool = False) -> None:
+    def __init__(self, *, packed: bool | Callable[[dict[str, Any]], bool] = False) -> None:
         self._packed = packed
         self._bodies: dict[Key, dict[str, Any] | Packed] = {}
 
@@ -130,7 +131,7 @@ class Bodies:
 
     def _pack(self, body: dict[str, Any]) -> dict[str, Any] | Packed:
         body = slim(body)
-        if not self._packed:
+        if not (self._packed(body) if callable(self._packed) else self._packed):
             kept: dict[str, Any] = compact(body)
             return kept
         phase = (body.get("status") or {}).get("phase")

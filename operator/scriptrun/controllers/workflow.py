@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 KIND = "Workflow"
 CHILD_KIND = "ScriptRun"
 PLAN_CACHE = 1000
+TERMINAL_PHASES = frozenset(p.value for p in WorkflowPhase if p.terminal)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,12 @@ def child_record(body: dict[str, Any]) -> tuple[Key, ChildRecord] | None:
     return (str(meta["namespace"]), str(owner["name"])), record
 
 
+def finished(body: dict[str, Any]) -> bool:
+    """Whether the body says the workflow has ended (its stored phase is terminal)."""
+    phase = (body.get("status") or {}).get("phase")
+    return phase in TERMINAL_PHASES
+
+
 class WorkflowController:
     def __init__(
         self,
@@ -101,7 +108,7 @@ class WorkflowController:
         self.tracing = tracing
         self._traces: dict[Key, tuple[str, int, ObjectTrace | None]] = {}  # key -> (uid, round, its span)
         self.child_created = child_created
-        self.bodies = Bodies()
+        self.bodies = Bodies(packed=finished)  # a finished workflow's body is read seldom: kept compressed
         self.expected: dict[Key, set[str]] = {}  # nodes whose child we created and have not seen yet
         self.retired: set[str] = set()  # uids of children a retry deleted (until the watch says so)
         self.children: IndexView[ChildRecord] | None = None
@@ -187,6 +194,9 @@ class WorkflowController:
         await self._finish(key, body, status, decision, trace)
         await self._apply(key, late, decision, trace)
         if WorkflowPhase(decision.status.phase).terminal:
+            # a finished workflow is rarely looked at again (a TTL, a retry, its children's last
+            # changes): parse it again then, rather than keep some 200 KB of models per workflow
+            self._parsed.pop((meta["uid"], gen), None)
             return decision.wake_at
         return decision.wake_at or now + timedelta(seconds=self.config.resync_seconds)
 
@@ -417,7 +427,12 @@ class WorkflowController:
                 return None
             self.bodies.update(key, outcome.body)
             self._last_write[key] = loop.time()
-        self._written[key] = (decided[1], new)
+        if WorkflowPhase(decided[1].phase).terminal and self._desired.get(key) is decided:
+            # stored, and final: the body holds it now, and a later reconcile starts from there
+            self._desired.pop(key, None)
+            self._written.pop(key, None)
+        else:
+            self._written[key] = (decided[1], new)
         return None
 
 
