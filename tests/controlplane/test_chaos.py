@@ -38,6 +38,7 @@ EXIT, FIRST_EXIT, DELAY = (f"test.scriptrun.dev/{k}" for k in ("exit-code", "fir
 API = "/apis/scriptrun.dev/v1alpha1"
 TERMINAL_WF = {"Succeeded", "Failed", "Error"}
 TERMINAL_NODE = {"Succeeded", "Failed", "Skipped", "Omitted"}
+SLOW = 20.0  # a recovery this long is named in the summary, with the operator log's start marker
 MATRIX, CHAIN = 40, 79  # 1 + 40 + 2*79 + 1 = 200 task nodes
 
 
@@ -73,6 +74,7 @@ def workflow(name: str, rng: random.Random) -> dict[str, Any]:
 class Tally:
     kills: int = 0
     recoveries: list[float] = field(default_factory=list)
+    slow: list[str] = field(default_factory=list)  # recoveries over SLOW seconds: which start of the log to read
     faults: list[str] = field(default_factory=list)
     workflows: list[str] = field(default_factory=list)
     phases: Counter[str] = field(default_factory=Counter)
@@ -180,7 +182,12 @@ class Chaos:
         self.tally.kills += 1
         try:  # recovered: the Workflow moves on (a task done, or the end)
             wait_for("progress after a restart", lambda: self.progress(name) not in (before, ("", "")), 90)
-            self.tally.recoveries.append(time.monotonic() - killed)
+            took = time.monotonic() - killed
+            self.tally.recoveries.append(took)
+            if took > SLOW:
+                self.tally.slow.append(
+                    f"{took:.1f}s after kill {self.tally.kills} (=== start {self.op.starts - 1} ===)"
+                )
         except AssertionError:
             raise AssertionError(f"no progress in 90 s after kill {self.tally.kills}:\n{self.op.tail()}") from None
         return True
@@ -297,7 +304,8 @@ def test_chaos(chaos_cluster: ControlPlane, chaos_operator: OperatorProcess, pro
         f"{t.kills} operator SIGKILLs; ended {dict(t.phases)}; tasks lost {t.lost} of {t.tasks}; "
         f"pods created per attempt off by {t.extra_pods} over {t.attempts} attempts; duplicated children "
         f"{t.duplicated_children}; kill -> progress again: median {statistics.median(rec) if rec else 0:.1f}s, "
-        f"max {max(rec, default=0):.1f}s; tasks not Succeeded {dict(t.ends)}; faults: {'; '.join(t.faults)}"
+        f"max {max(rec, default=0):.1f}s{'; slow: ' + ', '.join(t.slow) if t.slow else ''}; "
+        f"tasks not Succeeded {dict(t.ends)}; faults: {'; '.join(t.faults)}"
     )
     CONTROL_PLANE_INFO.append(line)
     print(line)

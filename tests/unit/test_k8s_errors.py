@@ -16,6 +16,7 @@ from kubernetes_asyncio import client
 
 from scriptrun.k8s.api import ApiError, Kube
 from scriptrun.k8s.errors import AlreadyExists, Conflict, Gone, KubeError, NotFound, Retry, Unavailable
+from tests.support.http_server import local_server
 
 NS = "team-a"
 PODS = f"/api/v1/namespaces/{NS}/pods"
@@ -94,24 +95,17 @@ class FakeApiServer:
 async def serve() -> AsyncIterator[tuple[FakeApiServer, Kube, list[float]]]:
     """The fake server, a `Kube` pointed at it, and the waits its retries asked for (not slept)."""
     fake = FakeApiServer()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    kube = Kube(client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{port}")), retry=Retry(sleep=sleep))
-    try:
-        yield fake, kube, waits
-    finally:
-        await kube.close()
-        await runner.cleanup()
+    async with local_server(("*", "/{tail:.*}", fake.handle)) as url:
+        kube = Kube(client.ApiClient(client.Configuration(host=url)), retry=Retry(sleep=sleep))
+        try:
+            yield fake, kube, waits
+        finally:
+            await kube.close()
 
 
 def drive(test: Callable[[FakeApiServer, Kube, list[float]], Awaitable[None]]) -> None:

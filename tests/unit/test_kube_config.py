@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from scriptrun.k8s.credentials import CredentialsError, load_credentials
+from tests.support.http_server import local_server
 
 PLUGIN = """#!{python}
 import datetime, json, os, sys
@@ -186,15 +187,8 @@ def test_a_401_makes_the_client_fetch_a_new_token(tmp_path: Path) -> None:
         return web.json_response(info)
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/version/", version)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        path = kubeconfig(tmp_path, exec_user(tmp_path, expires_in=None), server=f"http://127.0.0.1:{port}")
-        try:
+        async with local_server(("GET", "/version/", version)) as url:
+            path = kubeconfig(tmp_path, exec_user(tmp_path, expires_in=None), server=url)
             creds = await load_credentials("kubeconfig", kubeconfig=str(path), environ={})
             api = creds.api_client()
             try:
@@ -208,8 +202,6 @@ def test_a_401_makes_the_client_fetch_a_new_token(tmp_path: Path) -> None:
                 assert got.git_version == "v1.34.0"
             finally:
                 await api.close()
-        finally:
-            await runner.cleanup()
         assert seen == ["Bearer tok-1", "Bearer tok-2", "Bearer tok-3"]
         assert runs(tmp_path) == 3
 

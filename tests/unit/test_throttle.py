@@ -106,6 +106,7 @@ def test_the_connection_pool_bounds_requests_in_flight() -> None:
     from kubernetes_asyncio import client
 
     from scriptrun.k8s.api import Kube
+    from tests.support.http_server import local_server
 
     in_flight, peak = 0, 0
 
@@ -119,22 +120,15 @@ def test_the_connection_pool_bounds_requests_in_flight() -> None:
         return web.json_response({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/api/v1/namespaces/ns/configmaps/{name}", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
-        configuration.connection_pool_maxsize = 3
-        kube = Kube(client.ApiClient(configuration))
-        try:
-            got = await asyncio.gather(*(kube.get_configmap("ns", f"c{i}") for i in range(12)))
-            assert [(g or {})["metadata"]["name"] for g in got] == [f"c{i}" for i in range(12)]
-        finally:
-            await kube.close()
-            await runner.cleanup()
+        async with local_server(("GET", "/api/v1/namespaces/ns/configmaps/{name}", handle)) as url:
+            configuration = client.Configuration(host=url)
+            configuration.connection_pool_maxsize = 3
+            kube = Kube(client.ApiClient(configuration))
+            try:
+                got = await asyncio.gather(*(kube.get_configmap("ns", f"c{i}") for i in range(12)))
+                assert [(g or {})["metadata"]["name"] for g in got] == [f"c{i}" for i in range(12)]
+            finally:
+                await kube.close()
 
     asyncio.run(main())
     assert peak == 3
