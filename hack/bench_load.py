@@ -63,6 +63,12 @@ class RssSampler:
     def peak(self, since: int = 0) -> float:
         return max(self.samples[since:], default=0.0)
 
+    def curve(self, since: int = 0) -> list[float]:
+        """The RSS at each tenth of the samples since `since` (its shape: a plateau early on is
+        memory the allocator holds on to, a steady climb is what stays live)."""
+        part = self.samples[since:]
+        return [round(part[min(len(part) - 1, len(part) * i // 10)], 1) for i in range(1, 11)] if part else []
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (0 once it is gone)."""
@@ -211,6 +217,7 @@ def phase_runs(cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, t
         "created_in_s": round(created_in, 1),
         "makespan_s": round(makespan, 1),
         "rss_peak_mib": round(rss.peak(mark), 1),
+        "rss_by_tenth_mib": rss.curve(mark),
         "last_run_pod_after_s": round(pod_at - created, 1),
         "last_run_done_after_s": round(done_at - created, 1),
         "cpu_cores": shares,
@@ -239,6 +246,7 @@ def phase_workflows(
         "created_in_s": round(created_in, 1),
         "makespan_s": round(makespan, 1),
         "rss_peak_mib": round(rss.peak(mark), 1),
+        "rss_by_tenth_mib": rss.curve(mark),
         "last_workflow_started_after_s": round(started - created, 1),
         "last_workflow": f"{status['phase']} {status.get('progress')} in {status.get('duration')}",
         "cpu_cores": shares,
@@ -290,6 +298,13 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=400, help="the operator's SCRIPTRUN_API_BURST")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", help="write the results here too")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="more environment for the operator (e.g. PYTHONMALLOC=malloc, SCRIPTRUN_API_CONNECTIONS=48)",
+    )
     args = parser.parse_args()
     cp = ControlPlane.create(extra_stages=[KWOK_STAGES / "scriptrun-pod-autocomplete.yaml"], nodes=3, audit=True)
     cp.start(crds=ROOT / "crds")
@@ -299,13 +314,14 @@ def main() -> int:
         "SCRIPTRUN_API_BURST": str(args.burst),
         "SCRIPTRUN_RESYNC_SECONDS": "60",
         "SCRIPTRUN_LOG_LEVEL": "WARNING",
+        **dict(e.split("=", 1) for e in args.env),
     }
     op = OperatorProcess(cp, extra_env=env).start()
     assert op.popen is not None
     rss = RssSampler(op.popen.pid)
     time.sleep(10)  # idle: after start-up has settled and the first malloc_trim (5 s) has run
     results: list[dict[str, Any]] = [
-        {"settings": {"qps": args.qps, "burst": args.burst}, "rss_idle_mib": round(rss.now(), 1)}
+        {"settings": {"qps": args.qps, "burst": args.burst, "env": args.env}, "rss_idle_mib": round(rss.now(), 1)}
     ]
     try:
         if args.runs:
@@ -327,8 +343,8 @@ def main() -> int:
     print()
     settings = results[0]["settings"]
     print(
-        f"operator settings: QPS {settings['qps']:g}, burst {settings['burst']}; "
-        f"idle RSS {results[0]['rss_idle_mib']} MiB"
+        f"operator settings: QPS {settings['qps']:g}, burst {settings['burst']}"
+        f"{', ' + ' '.join(settings['env']) if settings['env'] else ''}; idle RSS {results[0]['rss_idle_mib']} MiB"
     )
     for r in results[1:]:
         rate = r["rates"]
@@ -339,6 +355,7 @@ def main() -> int:
             f"after delete {r['rss_after_delete_mib']} (forgotten {r['forgotten_after_s']} s after the delete), "
             f"{r['rss_after_pods_gone_mib']} once the pods were gone too ({r['pods_gone_after_s']} s)"
         )
+        print(f"  RSS at each tenth of the phase (MiB): {r['rss_by_tenth_mib']}")
         print(
             f"  API requests {rate['requests']}: most in 1 s {rate['max_1s']} (limit {bound1:g}), in 10 s "
             f"{rate['max_10s']} (limit {bound10:g}), mean {rate['mean_per_s']}/s; {rate['by_verb']}"
