@@ -42,11 +42,14 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     import logging
     import os
 
+    from scriptrun import deferred_import
     from scriptrun.controllers import malloc
     from scriptrun.k8s import lazy_client
 
     malloc.tune()  # before the imports and everything after them allocate (controllers/malloc.py)
     lazy_client.install()  # before Kopf imports kubernetes_asyncio (k8s/lazy_client.py)
+    for name in deferred_import.OPERATOR_DEFERRED:  # the CEL library's command line (deferred_import.py)
+        deferred_import.defer(name)
 
     import kopf
 

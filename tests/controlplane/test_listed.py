@@ -4,14 +4,13 @@ streamed: Kopf's watches and the pods' own watch start from a paged list. The se
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.controlplane import ControlPlane
 from tests.support.kube import Kube, scriptrun
-from tests.support.operator import OperatorProcess, namespace, own_operator
+from tests.support.operator import OperatorProcess, finish_pod_while_down, namespace, own_operator
 
 EXIT = "test.scriptrun.dev/exit-code"
 
@@ -35,10 +34,7 @@ def test_listed_operator_runs_and_restarts_without_a_second_pod(ns: Kube, listin
     ns.apply(scriptrun("held", {}))
     ns.wait_phase("quick", "Succeeded")
     ns.wait("held running", lambda: ns.run_status("held").get("phase") == "Running")
-    listing.kill()
-    time.sleep(1)
-    ns.patch("pod", "held-a1", {"metadata": {"annotations": {EXIT: "0"}}})  # finishes while no operator runs
-    listing.start()
+    finish_pod_while_down(ns, listing, "held-a1")
     status = ns.wait_phase("held", "Succeeded")
     assert [a["attempt"] for a in status["attempts"]] == [1]
     assert sorted(p["metadata"]["name"] for p in ns.list("pods")) == ["held-a1", "quick-a1"]

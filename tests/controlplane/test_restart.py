@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.support.kube import Kube, scriptrun
-from tests.support.operator import OperatorProcess
+from tests.support.operator import OperatorProcess, finish_pod_while_down
 
 EXIT = "test.scriptrun.dev/exit-code"
 
@@ -13,10 +11,7 @@ EXIT = "test.scriptrun.dev/exit-code"
 def test_restart_while_pod_runs(kube: Kube, live_operator: OperatorProcess) -> None:
     kube.apply(scriptrun("held", {}))
     kube.wait("running", lambda: kube.run_status("held").get("phase") == "Running")
-    live_operator.kill()
-    time.sleep(1)
-    kube.patch("pod", "held-a1", {"metadata": {"annotations": {EXIT: "0"}}})  # finishes while no operator runs
-    live_operator.start()
+    finish_pod_while_down(kube, live_operator, "held-a1")
     status = kube.wait_phase("held", "Succeeded")
     assert [a["attempt"] for a in status["attempts"]] == [1]
     assert [p["metadata"]["name"] for p in kube.list("pods")] == ["held-a1"]

@@ -107,6 +107,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def finish_pod_while_down(kube: Kube, op: OperatorProcess, pod: str) -> None:
+    """SIGKILL the operator, let `pod` exit 0 while none runs (kwok's exit-code annotation), start it
+    again: the restarted operator must find the attempt done, not start another."""
+    op.kill()
+    time.sleep(1)
+    kube.patch("pod", pod, {"metadata": {"annotations": {"test.scriptrun.dev/exit-code": "0"}}})
+    op.start()
+
+
 def own_operator(cluster: ControlPlane, session: OperatorProcess, env: dict[str, str], log: str) -> OperatorProcess:
     """A module's own operator (extra settings) in place of the session one: two operators would
     both reconcile every object. The next module's `live_operator` starts the session one again."""
