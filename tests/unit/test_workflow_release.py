@@ -134,3 +134,22 @@ async def finish_one_workflow() -> None:
         await eventually(lambda: not controller._desired and not controller._parsed, "released again")
     finally:
         await controller.close()
+
+
+def test_a_child_summary_is_cached_only_while_its_observation_lives() -> None:
+    """engine/workflow.py builds each child's task summary once per observation object; the cache
+    must not keep summaries (and observations) of children that are gone."""
+    import gc
+
+    from scriptrun.engine import workflow as engine
+    from scriptrun.engine.observe import observe_child
+
+    gc.collect()  # what earlier tests left
+    before = len(engine._SUMMARIES)
+    observations = [observe_child({"phase": "Succeeded", "attempts": [{"exitCode": 0}]}) for _ in range(50)]
+    summaries = [engine._summary_of(o) for o in observations]
+    assert all(engine._summary_of(o) is s for o, s in zip(observations, summaries, strict=True)), "built once each"
+    assert len(engine._SUMMARIES) == before + 50
+    del observations
+    gc.collect()
+    assert len(engine._SUMMARIES) == before

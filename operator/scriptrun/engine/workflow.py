@@ -9,6 +9,7 @@ at its TTL, Events, the next wake-up); the backends hold no policy.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -111,20 +112,27 @@ class WorkflowInputs:
     pods_left: frozenset[str] = frozenset()
 
 
-_SUMMARIES: dict[int, tuple[ChildObservation, TaskSummary]] = {}
+_SUMMARIES: dict[int, tuple[weakref.ref[ChildObservation], TaskSummary]] = {}
+
+
+def _forget(key: int, ref: weakref.ref[ChildObservation]) -> None:
+    found = _SUMMARIES.get(key)
+    if found is not None and found[0] is ref:  # not an entry made since for a new object at that address
+        del _SUMMARIES[key]
 
 
 def _summary_of(obs: ChildObservation) -> TaskSummary:
     """The summary of an observation, built once per observation object (a backend keeps the same
     object until the child changes; a 1000-node workflow used to rebuild 1000 models a pass).
-    Callers never edit it in place."""
-    found = _SUMMARIES.get(id(obs))
-    if found is not None and found[0] is obs:
+    Callers never edit it in place. The cache holds the observation weakly: an entry goes with its
+    observation (a child changed, or deleted with its workflow), so a finished and deleted workflow's
+    summaries are not kept (they were, up to 20,000 of them: issue 11's memory after delete)."""
+    key = id(obs)
+    found = _SUMMARIES.get(key)
+    if found is not None and found[0]() is obs:
         return found[1]
-    if len(_SUMMARIES) > 20_000:
-        _SUMMARIES.clear()
     summary = _summary_from_child(obs)
-    _SUMMARIES[id(obs)] = (obs, summary)
+    _SUMMARIES[key] = (weakref.ref(obs, lambda ref: _forget(key, ref)), summary)
     return summary
 
 
