@@ -136,6 +136,20 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def caused_by_interrupt(err: BaseException) -> bool:
+    """Whether `err` wraps an interrupt: one that lands inside a library which turns the exceptions
+    of Python code it calls into its own (pydantic-core's serializer does) comes back as that
+    library's error, with the KeyboardInterrupt as its cause."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """Exit 2 with one `error: FILE: ...` line for a manifest (or option) that cannot run, before
     anything runs; a warning line for each field that is ignored locally; on Ctrl-C or SIGTERM the
@@ -171,7 +185,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if isinstance(manifest.obj, ScriptRun):
             return _run_scriptrun(manifest.obj, manifest.configmaps, args, prices)
         return _run_workflow(manifest.obj, manifest.configmaps, overrides, args, prices)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Exception) as err:
+        if not caused_by_interrupt(err):
+            raise
         print("scriptrun: interrupted; the running attempts were stopped", file=sys.stderr)
         return 130
     finally:

@@ -338,3 +338,18 @@ def test_an_interrupted_run_stops_its_script_and_cleans_up(kind: str, signum: in
     with pytest.raises(ProcessLookupError):
         os.kill(script, 0)
     assert list((sandbox / "tmp").iterdir()) == []
+
+
+def test_an_interrupt_wrapped_by_a_library_is_still_an_interrupt() -> None:
+    """SIGTERM during a pydantic dump came back as PydanticSerializationError (a fresh-clone CI run):
+    `scriptrun run` must still stop with 130, not a traceback."""
+    from scriptrun.cli import caused_by_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise ValueError("Error calling function `str`: KeyboardInterrupt") from inner
+    except ValueError as wrapped:
+        assert caused_by_interrupt(wrapped)
+    assert not caused_by_interrupt(ValueError("no interrupt here"))
