@@ -43,13 +43,13 @@ def test_chart_lints_and_renders(cluster: ControlPlane) -> None:
     )
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
     assert kinds == [
-        *["ClusterRole"] * 2,  # the operator's, its peering's (templates/peering.yaml)
-        *["ClusterRoleBinding"] * 2,
+        "ClusterRole",  # only what is cluster-scoped: nodes, CRDs, namespaces
+        "ClusterRoleBinding",
         *["CustomResourceDefinition"] * 4,  # ScriptRun, Workflow, Kopf's two peering kinds
         "Deployment",
         *["KopfPeering"] * 2,  # one in each watched namespace
-        "Role",
-        "RoleBinding",
+        *["Role"] * 5,  # in each watched namespace the operator's and its peering's; the heartbeat's
+        *["RoleBinding"] * 5,
         "ServiceAccount",
     ]
     deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
@@ -58,8 +58,19 @@ def test_chart_lints_and_renders(cluster: ControlPlane) -> None:
     # the heartbeat Lease (and its Role) where the operator watches: not the release's namespace here
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SCRIPTRUN_HEARTBEAT_NAMESPACE"] == "a"
-    role = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role")
-    assert role["metadata"]["namespace"] == "a"
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    roles = {(d["metadata"]["name"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "Role"}
+    assert roles == {
+        *{("scriptrun", ns) for ns in "ab"},
+        *{("scriptrun-peering", ns) for ns in "ab"},
+        ("scriptrun-heartbeat", "a"),
+    }
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
+        "nodes",
+        "customresourcedefinitions",
+        "namespaces",
+    }
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 

@@ -6,7 +6,8 @@ their script from a ConfigMap or get one made, find their pod's name taken; a Wo
 between six tasks and collects their pods, is terminated, retried, deleted and expires; a run is priced
 from its node; Events are posted; the heartbeat Lease is renewed and watched; the operator is killed
 and started again as the chart renders it with watchNamespaces (Kopf then lists and watches
-namespaces; the Role of the heartbeat moves to the watched namespace). Nothing is forbidden: neither
+namespaces; every namespaced rule, the heartbeat's and peering's too, is then a Role in the watched
+namespace, and the ClusterRole keeps only nodes, CRDs and namespaces). Nothing is forbidden: neither
 in the operator's log nor in the API server's own record, its audit log (tests/support/controlplane.py
 AUDIT_POLICY: the requests of ServiceAccounts only, at Metadata level).
 
@@ -558,18 +559,22 @@ def test_chart_rbac_grants_only_what_the_operator_used(cluster: ControlPlane, re
             used[credential(event)].add(use)
 
     everything = set().union(*used.values())
-    shared = set.intersection(*(c.rules() for c, _ in renderings))
-    report = [f"  {rule_text(r)}" for r in sorted(shared)]
+    # what every rendering grants, whatever the scope (a ClusterRole's rule, or the same in a Role of
+    # each watched namespace): used under any of them, in a namespace the rule covers
+    shared = set.intersection(*({(r.group, r.resource, r.verb) for r in c.rules()} for c, _ in renderings))
+    report = []
     for chart, token in renderings:
         rules = chart.rules()
         name = " ".join(chart.values) or "default values"
         # a rule of this rendering alone: used under it; one all renderings grant: under any of them
-        unused = sorted(r for r in rules if not any(covers(r, u) for u in (everything if r in shared else used[token])))
+        unused = sorted(
+            r for r in rules if not any(covers(r, u) for u in (everything if r[:3] in shared else used[token]))
+        )
         unexplained = [r for r in unused if (r.group, r.resource, r.verb) not in UNEXERCISED]
         assert unexplained == [], f"{name}: granted, never used (remove, or list in UNEXERCISED): {unexplained}"
         beyond = sorted(u for u in used[token] if not any(covers(r, u) for r in rules))
         assert beyond == [], f"{name}: used, allowed by other roles than the chart's: {beyond}"
-        report += [f"  {rule_text(r)}    (only with {name})" for r in sorted(rules - shared)]
+        report += [f"  {rule_text(r)}    (with {name})" for r in sorted(rules, key=lambda r: (r.namespace or "", r))]
     granted = {(r.group, r.resource, r.verb) for c, _ in renderings for r in c.rules()}
     exercised = {(u.group, u.resource, u.verb) for u in everything}
     stale = {k for k in UNEXERCISED if k not in granted or k in exercised}
