@@ -9,6 +9,11 @@ last: created -> its pod created -> Succeeded); and the floor, the same count of
 by the bench itself at the same rate limit (what the cluster alone needs).
 Targets (issue 11): RSS < 250 MiB; the request rate within the settings; the last run starts within
 a bound measured and reported.
+
+What the memory holds (hack/memstats: the operator runs with it on PYTHONPATH and records its
+allocators' figures on SIGUSR2): the live heap at idle, before the delete and after the release,
+so that RSS kept by the allocators (fragmentation) is told apart from data still held (a leak).
+`--rounds N` runs the Workflow phase N times: memory released is memory the next round reuses.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -36,6 +42,7 @@ from tests.support.controlplane import KWOK_STAGES, ControlPlane  # noqa: E402
 from tests.support.operator import OperatorProcess  # noqa: E402
 
 API = "/apis/scriptrun.dev/v1alpha1"
+MEMSTATS = ROOT / "hack" / "memstats"
 LONG_RUNNING = {"watch"}
 
 
@@ -43,7 +50,8 @@ class RssSampler:
     """The operator's RSS once a second (VmRSS), in a thread."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.samples, self.stop = pid, [], threading.Event()
+        self.pid, self.stop = pid, threading.Event()
+        self.samples: list[float] = []
         threading.Thread(target=self._run, daemon=True).start()
 
     def now(self) -> float:
@@ -68,6 +76,27 @@ class RssSampler:
         memory the allocator holds on to, a steady climb is what stays live)."""
         part = self.samples[since:]
         return [round(part[min(len(part) - 1, len(part) * i // 10)], 1) for i in range(1, 11)] if part else []
+
+
+class Heap:
+    """The operator's live heap, asked for with SIGUSR2 (hack/memstats/sitecustomize.py)."""
+
+    def __init__(self, op: OperatorProcess, path: Path) -> None:
+        self.op, self.path = op, path
+
+    def now(self) -> dict[str, float]:
+        assert self.op.popen is not None
+        seen = self.path.read_text().count("\n") if self.path.exists() else 0
+        os.kill(self.op.popen.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            lines = self.path.read_text().splitlines() if self.path.exists() else []
+            if len(lines) > seen:
+                record: dict[str, float] = json.loads(lines[-1])
+                record.pop("time", None)
+                return record
+            time.sleep(0.2)
+        raise TimeoutError(f"no memory record in {self.path} 30 s after SIGUSR2")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -227,9 +256,8 @@ def phase_runs(cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, t
 
 
 def phase_workflows(
-    cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, tasks: int, timeout: float
+    cp: ControlPlane, op: OperatorProcess, rss: RssSampler, n: int, tasks: int, timeout: float, ns: str = "load-wfs"
 ) -> dict[str, Any]:
-    ns = "load-wfs"
     cp.kubectl("create", "namespace", ns)
     mark, wall, cpu = len(rss.samples), time.time(), CpuMeter(cp, op)
     created_in, _ = post_all(cp, f"{API}/namespaces/{ns}/workflows", [workflow(f"w{i:03d}", tasks) for i in range(n)])
@@ -256,10 +284,10 @@ def phase_workflows(
 
 
 def release(
-    cp: ControlPlane, op: OperatorProcess, rss: RssSampler, ns: str, kind: str, timeout: float = 600
+    cp: ControlPlane, op: OperatorProcess, rss: RssSampler, heap: Heap, ns: str, kind: str, timeout: float = 600
 ) -> dict[str, Any]:
     """Delete everything in `ns`; once the operator has forgotten it, its RSS then (memory released)."""
-    before = rss.now()
+    before, heap_before = rss.now(), heap.now()
     plural = "scriptruns" if kind == "ScriptRun" else "workflows"
     path = f"{API}/namespaces/{ns}/{plural}"
     names = [item["metadata"]["name"] for item in cp.request("GET", path)["items"]]
@@ -286,6 +314,8 @@ def release(
         "forgotten_after_s": forgotten,
         "pods_gone_after_s": pods_gone,
         "rss_after_pods_gone_mib": round(rss.now(), 1),
+        "heap_before_delete": heap_before,
+        "heap_after_release": heap.now(),
     }
 
 
@@ -296,6 +326,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--qps", type=float, default=200, help="the operator's SCRIPTRUN_API_QPS")
     parser.add_argument("--burst", type=int, default=400, help="the operator's SCRIPTRUN_API_BURST")
+    parser.add_argument("--rounds", type=int, default=1, help="run the Workflow phase this many times")
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument(
@@ -314,26 +345,30 @@ def main() -> int:
         "SCRIPTRUN_API_BURST": str(args.burst),
         "SCRIPTRUN_RESYNC_SECONDS": "60",
         "SCRIPTRUN_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(MEMSTATS),
+        "SCRIPTRUN_MEMSTATS": str(cp.workdir / "memstats.jsonl"),
         **dict(e.split("=", 1) for e in args.env),
     }
     op = OperatorProcess(cp, extra_env=env).start()
     assert op.popen is not None
-    rss = RssSampler(op.popen.pid)
+    rss, heap = RssSampler(op.popen.pid), Heap(op, Path(env["SCRIPTRUN_MEMSTATS"]))
     time.sleep(10)  # idle: after start-up has settled and the first malloc_trim (5 s) has run
-    results: list[dict[str, Any]] = [
-        {"settings": {"qps": args.qps, "burst": args.burst, "env": args.env}, "rss_idle_mib": round(rss.now(), 1)}
-    ]
+    idle: dict[str, Any] = {"rss_idle_mib": round(rss.now(), 1), "heap_idle": heap.now()}
+    results: list[dict[str, Any]] = [{"settings": {"qps": args.qps, "burst": args.burst, "env": args.env}, **idle}]
     try:
         if args.runs:
             row = phase_runs(cp, op, rss, args.runs, args.timeout)
             print(json.dumps(row), flush=True)
-            row.update(release(cp, op, rss, row["ns"], "ScriptRun"))
+            row.update(release(cp, op, rss, heap, row["ns"], "ScriptRun"))
             print(json.dumps(row), flush=True)
             results.append(row)
-        if args.workflows:
-            row = phase_workflows(cp, op, rss, args.workflows, args.tasks, args.timeout)
+        for round_ in range(args.rounds if args.workflows else 0):
+            ns = "load-wfs" if round_ == 0 else f"load-wfs-{round_ + 1}"
+            row = phase_workflows(cp, op, rss, args.workflows, args.tasks, args.timeout, ns)
+            if args.rounds > 1:
+                row["phase"] += f", round {round_ + 1} of {args.rounds}"
             print(json.dumps(row), flush=True)
-            row.update(release(cp, op, rss, row["ns"], "Workflow"))
+            row.update(release(cp, op, rss, heap, row["ns"], "Workflow"))
             print(json.dumps(row), flush=True)
             results.append(row)
     finally:
@@ -346,6 +381,7 @@ def main() -> int:
         f"operator settings: QPS {settings['qps']:g}, burst {settings['burst']}"
         f"{', ' + ' '.join(settings['env']) if settings['env'] else ''}; idle RSS {results[0]['rss_idle_mib']} MiB"
     )
+    print(f"  idle heap: {heap_text(results[0]['heap_idle'])}")
     for r in results[1:]:
         rate = r["rates"]
         bound1, bound10 = settings["qps"] * 1 + settings["burst"], settings["qps"] * 10 + settings["burst"]
@@ -356,6 +392,8 @@ def main() -> int:
             f"{r['rss_after_pods_gone_mib']} once the pods were gone too ({r['pods_gone_after_s']} s)"
         )
         print(f"  RSS at each tenth of the phase (MiB): {r['rss_by_tenth_mib']}")
+        print(f"  heap before the delete: {heap_text(r['heap_before_delete'])}")
+        print(f"  heap after the release: {heap_text(r['heap_after_release'])}")
         print(
             f"  API requests {rate['requests']}: most in 1 s {rate['max_1s']} (limit {bound1:g}), in 10 s "
             f"{rate['max_10s']} (limit {bound10:g}), mean {rate['mean_per_s']}/s; {rate['by_verb']}"
@@ -368,6 +406,14 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
+
+
+def heap_text(heap: dict[str, float]) -> str:
+    return (
+        f"RSS {heap['rss_mib']} MiB; live {heap['pymalloc_live_mib']} MiB in pymalloc blocks "
+        f"({heap['pymalloc_arenas']:g} arenas of 1 MiB held) + {heap['malloc_live_mib']} MiB from malloc "
+        f"({heap['malloc_free_mib']} free in its heap); {heap['gc_objects']:g} objects tracked"
+    )
 
 
 if __name__ == "__main__":
