@@ -310,3 +310,14 @@ def test_the_hook_keeps_the_logs_of_a_failing_test(tmp_path: Path) -> None:
     assert f"controlplane logs of the failed tests kept in {kept[0]}" in run.stdout
     assert (kept[0] / "kube-apiserver.log").exists()
     assert (kept[0] / "failures.txt").read_text().startswith("test_it.py::test_fails (call)")
+
+
+def test_audit_events_read_the_rotated_logs_too_oldest_first(tmp_path: Path) -> None:
+    """The API server rotates its audit log at 100 MB (audit-<time>.log beside audit.log): a bench or
+    the 100-kill chaos run passes that, and a count of creates must see the older files too."""
+    cluster = ControlPlane(workdir=tmp_path, bin_dir=tmp_path, versions={}, audit=True)
+    (tmp_path / "audit-2026-11-24T01-02-19.996.log").write_text('{"n": 1}\n{"n": 2}\n')
+    (tmp_path / "audit-2026-11-24T01-36-00.001.log").write_text('{"n": 3}\n')
+    (tmp_path / "audit.log").write_text('{"n": 4}\n{"n": 5, "half')  # a line being written: skipped
+    (tmp_path / "audit-policy.yaml").write_text("rules: []\n")
+    assert [e["n"] for e in cluster.audit_events()] == [1, 2, 3, 4]
