@@ -49,6 +49,7 @@ lint: venv
 	$(BIN)/ruff check operator tests hack
 	$(BIN)/ruff format --check operator tests hack
 	$(BIN)/mypy
+	MYPYPATH=operator:. $(BIN)/mypy --follow-imports=silent hack/*.py hack/memstats/sitecustomize.py
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

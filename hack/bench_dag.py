@@ -347,13 +347,14 @@ def main() -> int:
 
 def thread_cpu(pid: int) -> str:
     """The operator's CPU seconds so far, by thread name (the event loop is MainThread's `python`)."""
-    used: Counter[str] = Counter()
+    used: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             comm = (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            used[comm] += (int(fields[11]) + int(fields[12])) / 100.0
-    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.most_common(6))
+            used[comm] = used.get(comm, 0.0) + (int(fields[11]) + int(fields[12])) / 100.0
+    busiest = sorted(used.items(), key=lambda kv: -kv[1])[:6]
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in busiest)
 
 
 class Scraper:
